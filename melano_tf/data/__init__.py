@@ -1,0 +1,1 @@
+"""Data layer: readers for dermoscopy layouts, preprocessing cache, tf.data pipeline, phantoms."""
