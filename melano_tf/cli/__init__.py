@@ -1,0 +1,44 @@
+"""Entry points of the ``bin/`` scripts: flag parsing with one-line errors, then a library call."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+from melano_tf.errors import UserError
+
+
+def _fail(message: str) -> None:
+    prog = os.path.basename(sys.argv[0]) or "melano_tf"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse(argv: list[str]) -> list[str]:
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+    if len(rest) > 1:
+        _fail(f"unexpected argument {rest[1]!r} (flags are written --name=value)")
+    return rest
+
+
+def run(main, define) -> None:
+    """Define flags with ``define()``, parse them, run ``main()``; UserError -> one line, exit 2."""
+    define()
+
+    def guarded(argv):
+        del argv
+        try:
+            return main()
+        except UserError as e:
+            _fail(str(e))
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] == "tensorflow":
+                _fail("TensorFlow is not installed: pip install 'melano_tf[cpu]' (or '[gpu]' on NVIDIA machines)")
+            raise
+
+    app.run(guarded, flags_parser=_parse)

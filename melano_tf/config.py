@@ -1,0 +1,167 @@
+"""Typed, frozen run configuration. Library code receives these; only ``melano_tf.flags`` reads flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from melano_tf.errors import UserError
+
+SCHEMES = ("dcgan", "lapgan", "mod")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+AUGMENTS = ("none", "diffaugment", "ada")
+LOSSES = ("nonsaturating", "hinge", "wgan")
+PYRAMID_MODES = ("binomial", "bilinear")
+CONDITIONINGS = ("real", "generated")
+CROPS = ("center", "trim_black")
+
+#: Fields that fix the shape of the networks or the meaning of a checkpoint: a resume that
+#: changes one of them is refused.
+STRUCTURAL = (
+    "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
+    "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
+    "loss",
+)
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    data_dir: str | None = None          # None: phantoms generated under the run folder
+    data_format: str = "auto"
+    resolution: int = 256
+    crop: str = "center"
+    classes: tuple[str, ...] = ()
+    seed: int = 0
+    num_phantoms: int = 2000
+    cache_in_memory: bool = True
+
+    def validate(self) -> None:
+        if not (is_power_of_two(self.resolution) and 32 <= self.resolution <= 1024):
+            raise UserError(f"--resolution={self.resolution}: must be a power of two from 32 to 1024")
+        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+            raise UserError(f"--data_dir={self.data_dir}: no such directory")
+        if self.crop not in CROPS:
+            raise UserError(f"--crop={self.crop}: choose one of {', '.join(CROPS)}")
+        if self.num_phantoms < 8:
+            raise UserError(f"--num_phantoms={self.num_phantoms}: need at least 8")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. Written as ``config.json`` into the run folder."""
+
+    data: DataConfig = DataConfig()
+    model_dir: str = "runs/default"
+    scheme: str = "mod"
+    # networks
+    latent_dim: int = 128
+    base_filters: int = 1024      # DCGAN filters at 4x4 (halved per doubling)
+    min_filters: int = 32
+    level_filters: int = 64       # LAPGAN / mod: filters of each finer level's nets
+    level_blocks: int = 3
+    num_levels: int = 4           # LAPGAN / mod: pyramid levels (coarsest + num_levels-1 finer)
+    base_resolution: int = 0      # 0: resolution / 2**(num_levels-1)
+    level_weights: tuple[float, ...] = ()   # mod: generator loss weight per level, coarse..fine
+    condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
+    pyramid_mode: str = "binomial"
+    conditional: bool = False
+    num_classes: int = 0          # filled from the data when conditional
+    # optimisation
+    loss: str = "nonsaturating"
+    r1_gamma: float = 0.0
+    gp_weight: float = 10.0
+    batch_size: int = 16          # global
+    train_steps: int = 10000
+    g_learning_rate: float = 2e-4
+    d_learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    ema_decay: float = 0.999
+    augment: str = "diffaugment"
+    ada_target: float = 0.6
+    precision: str = "auto"
+    strategy: str = "auto"
+    seed: int = 0
+    # bookkeeping
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    summary_every: int = 50
+    sample_every: int = 500
+    log_every: int = 10
+    num_sample_images: int = 16
+
+    @property
+    def resolved_base_resolution(self) -> int:
+        if self.scheme == "dcgan":
+            return self.data.resolution
+        return self.base_resolution or self.data.resolution // 2 ** (self.num_levels - 1)
+
+    @property
+    def resolved_level_weights(self) -> tuple[float, ...]:
+        return self.level_weights or (1.0,) * self.num_levels
+
+    def validate(self) -> None:
+        self.data.validate()
+        checks = [
+            ("scheme", self.scheme, SCHEMES), ("precision", self.precision, PRECISIONS),
+            ("strategy", self.strategy, STRATEGIES), ("augment", self.augment, AUGMENTS),
+            ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
+            ("condition_on", self.condition_on, CONDITIONINGS),
+        ]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise UserError(f"--{name}={value}: choose one of {', '.join(allowed)}")
+        positive = ("batch_size", "train_steps", "checkpoint_every", "latent_dim", "summary_every",
+                    "sample_every", "log_every", "num_levels", "level_filters", "min_filters")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name}={getattr(self, name)}: must be >= 1")
+        for name in ("g_learning_rate", "d_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"--{name}={getattr(self, name)}: must be > 0")
+        if self.scheme != "dcgan":
+            if self.num_levels < 2:
+                raise UserError(f"--num_levels={self.num_levels}: a pyramid needs at least 2 levels")
+            base = self.resolved_base_resolution
+            if base * 2 ** (self.num_levels - 1) != self.data.resolution or base < 4 or not is_power_of_two(base):
+                raise UserError(
+                    f"--base_resolution={self.base_resolution} --num_levels={self.num_levels}: base * 2**(levels-1) "
+                    f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4")
+            if self.level_weights and len(self.level_weights) != self.num_levels:
+                raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"--ema_decay={self.ema_decay}: must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        data = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("data").items()})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+        return cls(data=data, **kw)
+
+
+def structural_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """Human-readable list of structural fields that differ between two configs."""
+    diffs = []
+    for name in STRUCTURAL:
+        a, b = getattr(saved, name), getattr(new, name)
+        if a != b:
+            diffs.append(f"{name}: saved {a!r}, now {b!r}")
+    if saved.data.resolution != new.data.resolution:
+        diffs.append(f"resolution: saved {saved.data.resolution}, now {new.data.resolution}")
+    if tuple(saved.data.classes) != tuple(new.data.classes):
+        diffs.append(f"classes: saved {list(saved.data.classes)}, now {list(new.data.classes)}")
+    return diffs
