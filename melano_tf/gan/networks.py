@@ -1,0 +1,243 @@
+"""Generator and discriminator builders (Keras functional models) for the three schemes.
+
+* DCGAN (Radford et al. 2015) deepened to any power-of-two resolution (MelanoGANs, Baur et al.
+  2018, use 256 px): :func:`dcgan_generator`, :func:`dcgan_discriminator`.
+* LAPGAN (Denton et al. 2015) level networks: :func:`lapgan_level_generator` (upsampled coarse
+  image + noise -> residual ``h_k``), :func:`lapgan_level_discriminator` (judges ``u(I_{k+1}) +
+  h_k`` conditioned on ``u(I_{k+1})``). The coarsest, unconditional level is just
+  ``dcgan_generator`` / ``dcgan_discriminator`` at the base resolution.
+
+Precision: every layer follows the global ``keras.mixed_precision`` policy except the
+generators' last conv (+tanh) and the discriminators' logit layers, which are float32, so outputs
+are float32 under ``mixed_float16``/``mixed_bfloat16``.
+
+Class conditioning (``num_classes > 0``): an extra int32 input ``label`` of shape (B,).
+G: label embedding concatenated with the latent (DCGAN) or broadcast as constant feature maps
+(LAPGAN level, as in Denton et al.'s class-conditional CIFAR model). D: projection
+discriminator (Miyato & Koyama 2018), ``logit = w^T phi(x) + b + <embed(y), phi(x)>``.
+
+Widths: ``width`` multiplies every filter count (floor 1), so tests can build tiny models.
+Weights start from N(0, 0.02) as in DCGAN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import keras
+
+from melano_tf.errors import UserError
+
+LEAK = 0.2
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def _init():
+    return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+
+
+def _log2_resolution(resolution: int, minimum: int = 4) -> int:
+    """``log2(resolution)``; :class:`UserError` unless a power of two >= ``minimum``."""
+    r = int(resolution)
+    if r != resolution or r < minimum or r & (r - 1):
+        raise UserError(f"resolution must be a power of two >= {minimum}, got {resolution!r}")
+    return int(math.log2(r))
+
+
+def _scaled(filters: int, width: float) -> int:
+    return max(1, int(round(filters * width)))
+
+
+def _bn(name: str) -> keras.layers.Layer:
+    """BatchNorm synchronised across replicas (plain BN outside tf.distribute)."""
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=name)
+
+
+def _label_input() -> keras.KerasTensor:
+    return keras.Input(shape=(), dtype="int32", name="label")
+
+
+def _projection_logits(features, label, num_classes: int, name: str):
+    """Projection discriminator head (Miyato & Koyama 2018, eq. 3), float32.
+
+    ``logit = Dense(1)(phi) + sum_i E[y]_i phi_i`` with ``phi`` the flattened features.
+    Without a label: ``Dense(1)(phi)``.
+    """
+    logits = keras.layers.Dense(1, kernel_initializer=_init(), dtype="float32", name=f"{name}_logits")(
+        features)
+    if label is None:
+        return logits
+    dim = features.shape[-1]
+    embed = keras.layers.Embedding(
+        num_classes, dim, embeddings_initializer=_init(), dtype="float32",
+        name=f"{name}_class_embedding")(label)
+    proj = keras.layers.Dot(axes=1, dtype="float32", name=f"{name}_projection")([embed, features])
+    return keras.layers.Add(dtype="float32", name=f"{name}_logits_plus_projection")([logits, proj])
+
+
+def dcgan_filters(resolution: int, base_filters: int = 1024, min_filters: int = 32,
+                  width: float = 1.0) -> List[int]:
+    """Filters at 4, 8, ..., ``resolution`` px: ``max(min, base * 4 / r)``, both scaled by width."""
+    n = _log2_resolution(resolution) - 2
+    base, low = _scaled(base_filters, width), _scaled(min_filters, width)
+    return [max(low, base // (2 ** i)) for i in range(n + 1)]
+
+
+def dcgan_generator(
+    resolution: int = 256,
+    latent_dim: int = 128,
+    base_filters: int = 1024,
+    min_filters: int = 32,
+    num_classes: int = 0,
+    width: float = 1.0,
+    name: str = "dcgan_generator",
+) -> keras.Model:
+    """DCGAN generator ``z (B, latent_dim) [, label (B,)] -> image (B, R, R, 3)`` in [-1, 1].
+
+    ``z -> Dense(4*4*F_4) -> BN -> ReLU`` then, per doubling,
+    ``Conv2DTranspose(F_r, 4, strides=2) -> BN -> ReLU`` with ``F_r = max(min, base*4/r)``
+    (:func:`dcgan_filters`), then ``Conv2D(3, 3) -> tanh`` in float32. Conditional: ``z`` is
+    concatenated with ``Embedding(num_classes, latent_dim)(label)``.
+    With defaults at 256 px: ~13.3 M parameters.
+    """
+    filters = dcgan_filters(resolution, base_filters, min_filters, width)
+    z = keras.Input(shape=(latent_dim,), name="z")
+    inputs = [z]
+    h = z
+    if num_classes > 0:
+        label = _label_input()
+        inputs.append(label)
+        e = keras.layers.Embedding(num_classes, latent_dim, embeddings_initializer=_init(),
+                                   name="class_embedding")(label)
+        h = keras.layers.Concatenate(name="z_and_class")([z, e])
+    h = keras.layers.Dense(4 * 4 * filters[0], use_bias=False, kernel_initializer=_init(),
+                           name="project")(h)
+    h = keras.layers.Reshape((4, 4, filters[0]), name="to_4x4")(h)
+    h = _bn("project_bn")(h)
+    h = keras.layers.ReLU(name="project_relu")(h)
+    for i, f in enumerate(filters[1:], start=1):
+        r = 4 * 2 ** i
+        h = keras.layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=False,
+                                         kernel_initializer=_init(), name=f"up{r}")(h)
+        h = _bn(f"up{r}_bn")(h)
+        h = keras.layers.ReLU(name=f"up{r}_relu")(h)
+    h = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), dtype="float32",
+                            name="to_rgb")(h)
+    out = keras.layers.Activation("tanh", dtype="float32", name="tanh")(h)
+    return keras.Model(inputs if len(inputs) > 1 else z, out, name=name)
+
+
+def dcgan_discriminator(
+    resolution: int = 256,
+    base_filters: int = 1024,
+    min_filters: int = 32,
+    num_classes: int = 0,
+    width: float = 1.0,
+    name: str = "dcgan_discriminator",
+) -> keras.Model:
+    """DCGAN discriminator ``image (B, R, R, 3) [, label (B,)] -> logits (B, 1)`` float32.
+
+    Mirrors :func:`dcgan_generator`: per halving ``Conv2D(F_r, 4, strides=2) -> LeakyReLU(0.2)``
+    down to 4x4 (``F_r`` as in the generator at the output size ``r``), flatten, ``Dense(1)``.
+    No normalisation (safe with gradient penalties). Conditional: projection head.
+    """
+    filters = dcgan_filters(resolution, base_filters, min_filters, width)
+    image = keras.Input(shape=(resolution, resolution, 3), name="image")
+    inputs = [image]
+    h = image
+    r = resolution
+    for f in reversed(filters[:-1]):
+        r //= 2
+        h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_init(),
+                                name=f"down{r}")(h)
+        h = keras.layers.LeakyReLU(negative_slope=LEAK, name=f"down{r}_lrelu")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    label = None
+    if num_classes > 0:
+        label = _label_input()
+        inputs.append(label)
+    logits = _projection_logits(h, label, num_classes, "d")
+    return keras.Model(inputs if len(inputs) > 1 else image, logits, name=name)
+
+
+def lapgan_level_generator(
+    resolution: int,
+    filters: int = 64,
+    num_blocks: int = 3,
+    noise_channels: int = 1,
+    num_classes: int = 0,
+    label_channels: int = 4,
+    width: float = 1.0,
+    name: Optional[str] = None,
+) -> keras.Model:
+    """LAPGAN level generator (Denton et al. 2015, sec. 3): residual ``h_k`` at ``R`` px.
+
+    Inputs ``[coarse_up (B,R,R,3), noise (B,R,R,noise_channels)]`` (+ ``label`` (B,)):
+    ``concat -> num_blocks x [Conv2D(F, 3) -> BN -> ReLU] -> Conv2D(3, 3)`` linear, float32.
+    The fine image is ``coarse_up + h``. Conditional: ``Embedding(num_classes, label_channels)``
+    broadcast to R x R maps and concatenated with the inputs.
+    """
+    _log2_resolution(resolution)
+    f = _scaled(filters, width)
+    name = name or f"lapgan_generator_{resolution}"
+    coarse = keras.Input(shape=(resolution, resolution, 3), name="coarse_up")
+    noise = keras.Input(shape=(resolution, resolution, noise_channels), name="noise")
+    inputs = [coarse, noise]
+    parts = [coarse, noise]
+    if num_classes > 0:
+        label = _label_input()
+        inputs.append(label)
+        e = keras.layers.Embedding(num_classes, label_channels, embeddings_initializer=_init(),
+                                   name="class_embedding")(label)
+        e = keras.layers.Reshape((1, 1, label_channels), name="class_to_map")(e)
+        e = keras.layers.UpSampling2D(size=resolution, name="class_broadcast")(e)
+        parts.append(e)
+    h = keras.layers.Concatenate(name="inputs")(parts)
+    for i in range(num_blocks):
+        h = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer=_init(),
+                                name=f"conv{i}")(h)
+        h = _bn(f"conv{i}_bn")(h)
+        h = keras.layers.ReLU(name=f"conv{i}_relu")(h)
+    residual = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(),
+                                   dtype="float32", name="residual")(h)
+    return keras.Model(inputs, residual, name=name)
+
+
+def lapgan_level_discriminator(
+    resolution: int,
+    filters: int = 64,
+    max_filters: int = 512,
+    num_classes: int = 0,
+    width: float = 1.0,
+    name: Optional[str] = None,
+) -> keras.Model:
+    """LAPGAN level discriminator ``[image, condition] (+ label) -> logits (B, 1)`` float32.
+
+    ``image = coarse_up + h`` and ``condition = coarse_up`` (both (B,R,R,3)) are concatenated to 6
+    channels; then per halving down to 4x4 ``Conv2D(F_i, 4, strides=2) -> LeakyReLU(0.2)`` with
+    ``F_i = min(filters * 2^i, max_filters)``; flatten; ``Dense(1)`` (projection head if
+    conditional).
+    """
+    n = _log2_resolution(resolution) - 2
+    name = name or f"lapgan_discriminator_{resolution}"
+    image = keras.Input(shape=(resolution, resolution, 3), name="image")
+    condition = keras.Input(shape=(resolution, resolution, 3), name="condition")
+    inputs = [image, condition]
+    h = keras.layers.Concatenate(name="image_and_condition")([image, condition])
+    r = resolution
+    for i in range(n):
+        r //= 2
+        f = min(_scaled(filters, width) * 2 ** i, _scaled(max_filters, width))
+        h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_init(),
+                                name=f"down{r}")(h)
+        h = keras.layers.LeakyReLU(negative_slope=LEAK, name=f"down{r}_lrelu")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    label = None
+    if num_classes > 0:
+        label = _label_input()
+        inputs.append(label)
+    logits = _projection_logits(h, label, num_classes, "d")
+    return keras.Model(inputs, logits, name=name)

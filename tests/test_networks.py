@@ -1,0 +1,110 @@
+"""Network builders: shapes, conditional variants, output ranges and float32 outputs."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from melano_tf.errors import UserError
+from melano_tf.gan import networks
+
+TINY = dict(base_filters=16, min_filters=4)
+B = 2
+
+
+@pytest.fixture
+def bf16_policy():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _z(dim=8):
+    return tf.random.stateless_normal([B, dim], seed=[1, 2])
+
+
+LABELS = tf.constant([0, 2], tf.int32)
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_dcgan_shapes_and_range(resolution, num_classes):
+    g = networks.dcgan_generator(resolution, latent_dim=8, num_classes=num_classes, **TINY)
+    d = networks.dcgan_discriminator(resolution, num_classes=num_classes, **TINY)
+    g_in = [_z(), LABELS] if num_classes else _z()
+    x = g(g_in, training=True)  # synchronized BN outside tf.distribute
+    assert x.shape == (B, resolution, resolution, 3) and x.dtype == tf.float32
+    assert float(tf.reduce_max(tf.abs(x))) <= 1.0
+    logits = d([x, LABELS] if num_classes else x)
+    assert logits.shape == (B, 1) and logits.dtype == tf.float32
+
+
+def test_dcgan_conditional_label_changes_output():
+    g = networks.dcgan_generator(32, latent_dim=8, num_classes=3, **TINY)
+    d = networks.dcgan_discriminator(32, num_classes=3, **TINY)
+    z = tf.tile(_z()[:1], [2, 1])
+    x = g([z, LABELS])
+    assert not np.allclose(x[0].numpy(), x[1].numpy())
+    same = tf.tile(x[:1], [2, 1, 1, 1])
+    logits = d([same, LABELS]).numpy()
+    assert logits[0, 0] != logits[1, 0]  # projection term differs by class
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_lapgan_level_shapes(resolution, num_classes):
+    g = networks.lapgan_level_generator(resolution, filters=4, num_blocks=2, noise_channels=1,
+                                        num_classes=num_classes)
+    d = networks.lapgan_level_discriminator(resolution, filters=4, max_filters=16,
+                                            num_classes=num_classes)
+    coarse = tf.random.stateless_uniform([B, resolution, resolution, 3], [3, 4], -1, 1)
+    noise = tf.random.stateless_normal([B, resolution, resolution, 1], [5, 6])
+    extra = [LABELS] if num_classes else []
+    h = g([coarse, noise] + extra, training=True)
+    assert h.shape == (B, resolution, resolution, 3) and h.dtype == tf.float32
+    logits = d([coarse + h, coarse] + extra)
+    assert logits.shape == (B, 1) and logits.dtype == tf.float32
+
+
+def test_float32_outputs_under_mixed_bfloat16(bf16_policy):
+    g = networks.dcgan_generator(32, latent_dim=8, num_classes=3, **TINY)
+    d = networks.dcgan_discriminator(32, num_classes=3, **TINY)
+    assert g.get_layer("up8").compute_dtype == "bfloat16"
+    x = g([_z(), LABELS], training=True)
+    assert x.dtype == tf.float32
+    assert d([x, LABELS]).dtype == tf.float32
+    lg = networks.lapgan_level_generator(32, filters=4, num_blocks=1)
+    ld = networks.lapgan_level_discriminator(32, filters=4, num_classes=3)
+    img = tf.zeros([B, 32, 32, 3])
+    h = lg([img, tf.zeros([B, 32, 32, 1])], training=True)
+    assert h.dtype == tf.float32
+    assert ld([img + h, img, LABELS]).dtype == tf.float32
+
+
+def test_filter_schedule_and_default_size():
+    assert networks.dcgan_filters(256) == [1024, 512, 256, 128, 64, 32, 32]
+    assert networks.dcgan_filters(32, width=0.25) == [256, 128, 64, 32]
+    g = networks.dcgan_generator()  # paper defaults: 256 px, latent 128
+    d = networks.dcgan_discriminator()
+    assert g.output_shape == (None, 256, 256, 3)
+    assert 10e6 < g.count_params() < 20e6 and 8e6 < d.count_params() < 15e6
+    names = [layer.name for layer in d.layers if layer.name.startswith("down")]
+    assert names[0] == "down128" and d.get_layer("down4").filters == 1024
+
+
+def test_batchnorm_is_synchronized_and_updates_statistics():
+    g = networks.dcgan_generator(32, latent_dim=8, **TINY)
+    bn = g.get_layer("project_bn")
+    assert bn.synchronized
+    before = bn.moving_mean.numpy().copy()
+    g(_z(), training=True)
+    assert not np.allclose(before, bn.moving_mean.numpy())
+
+
+def test_bad_resolution():
+    with pytest.raises(UserError):
+        networks.dcgan_generator(48)
+    with pytest.raises(UserError):
+        networks.lapgan_level_discriminator(2)
