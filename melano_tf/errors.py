@@ -10,3 +10,9 @@ class UserError(Exception):
     """An error caused by user input; its message is one line naming the file, row or flag."""
 
     exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss or weight: the run stops and the last good checkpoint is kept."""
+
+    exit_code = 3

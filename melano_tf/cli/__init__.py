@@ -10,10 +10,10 @@ from absl import app, flags
 from melano_tf.errors import UserError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     prog = os.path.basename(sys.argv[0]) or "melano_tf"
     print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def _parse(argv: list[str]) -> list[str]:
@@ -35,7 +35,7 @@ def run(main, define) -> None:
         try:
             return main()
         except UserError as e:
-            _fail(str(e))
+            _fail(str(e), e.exit_code)
         except ModuleNotFoundError as e:
             if e.name and e.name.split(".")[0] == "tensorflow":
                 _fail("TensorFlow is not installed: pip install 'melano_tf[cpu]' (or '[gpu]' on NVIDIA machines)")

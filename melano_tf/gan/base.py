@@ -1,0 +1,238 @@
+"""What every adversarial scheme shares.
+
+A scheme is a ``keras.Model`` subclass (one file each) that builds its networks and writes its own
+``train_step`` from the pieces here:
+
+* ``generators`` / ``discriminators``: lists of Keras models, one entry per pyramid level
+  (coarse to fine; DCGAN has one level), and ``ema_generators``, an exponential moving average copy
+  used for sampling and export: ``w_ema <- d * w_ema + (1 - d) * w`` (Karras et al. 2018), with
+  the warm-up ``d_t = min(d, (1 + t) / (10 + t))`` so short runs sample from a sensible average.
+* ``update(optimizer, variables, loss_fn)``: one optimiser step with loss scaling and the
+  replica-correct loss average ``sum(per_example) / global_batch`` (gradients are then SUM-reduced
+  over replicas by the optimizer, see shared/TF_NOTES.md).
+* ``normal(shape, salt)``: noise for the *global* batch from a stateless seed ``(seed, step)`` of
+  which each replica takes its own slice, so replicas get different noise and a run on N replicas
+  draws exactly the noise of one device with the same global batch.
+* ``d_terms`` / ``g_terms``: adversarial loss of one level, with augmentation of every image the
+  discriminator sees and the optional R1 / gradient penalties.
+
+Cross-replica work (EMA, step counter, ADA probability) happens in ``after_step``, which the
+training loop calls outside ``strategy.run``.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from melano_tf.gan import augment as augment_lib
+from melano_tf.gan import losses as losses_lib
+
+
+def _replica() -> tuple[tf.Tensor, int]:
+    ctx = tf.distribute.get_replica_context()
+    strategy = tf.distribute.get_strategy()
+    rid = ctx.replica_id_in_sync_group if ctx is not None else 0
+    return tf.cast(rid, tf.int32), strategy.num_replicas_in_sync
+
+
+class GAN(keras.Model):
+    """Base of the adversarial schemes. Subclasses implement the builders and ``train_step``."""
+
+    scheme_name = "base"
+
+    def __init__(self, config, num_classes: int = 0, **kwargs):
+        super().__init__(name=config.scheme, **kwargs)
+        self.config = config
+        self.num_classes = num_classes if config.conditional else 0
+        self.latent_dim = config.latent_dim
+        self.resolution = config.data.resolution
+        self.generators = self.build_generators()
+        self.discriminators = self.build_discriminators()
+        self.ema_generators = []
+        for g in self.generators:
+            e = keras.models.clone_model(g)
+            e.set_weights(g.get_weights())
+            e.trainable = False
+            self.ema_generators.append(e)
+        self.augmenter = augment_lib.make_augmenter(config.augment, target=config.ada_target)
+        self.d_loss_fn, self.g_loss_fn = losses_lib.LOSSES[config.loss]
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.built = True  # sub-models are built; fit() must not try to build the wrapper
+
+    # ----------------------------------------------------------------- to implement per scheme
+    def build_generators(self) -> list[keras.Model]:
+        raise NotImplementedError
+
+    def build_discriminators(self) -> list[keras.Model]:
+        raise NotImplementedError
+
+    def generate(self, generators, z, labels=None, training=False, seed=None) -> list[tf.Tensor]:
+        """Images of every level, coarse to fine, from latents ``z``; level noise from ``seed`` if given."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- optimisers
+    def compile(self, **kwargs):
+        super().compile(**kwargs)
+        c = self.config
+        self.g_optimizer = self._optimizer(c.g_learning_rate, "g_optimizer")
+        self.d_optimizer = self._optimizer(c.d_learning_rate, "d_optimizer")
+        self.g_optimizer.build(self.g_variables)
+        self.d_optimizer.build(self.d_variables)
+
+    def _optimizer(self, lr: float, name: str):
+        opt = keras.optimizers.Adam(lr, beta_1=self.config.beta_1, beta_2=self.config.beta_2, name=name)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{name}_scaled")
+        return opt
+
+    @property
+    def g_variables(self):
+        return [v for g in self.generators for v in g.trainable_variables]
+
+    @property
+    def d_variables(self):
+        return [v for d in self.discriminators for v in d.trainable_variables]
+
+    @property
+    def level_resolutions(self) -> list[int]:
+        """Image size of every level, coarse to fine."""
+        return [int(g.outputs[0].shape[1]) for g in self.generators]
+
+    # ----------------------------------------------------------------- per-replica randomness
+    def _seed(self, salt: int) -> tf.Tensor:
+        return tf.stack([tf.constant(self.config.seed * 1_000_003 + salt, tf.int64),
+                         tf.cast(self.step, tf.int64)])
+
+    def normal(self, batch, shape, salt: int) -> tf.Tensor:
+        """N(0, 1) noise of shape (batch, *shape): this replica's slice of the global batch's noise."""
+        rid, n = _replica()
+        full = tf.random.stateless_normal(tf.concat([[batch * n], shape], 0), self._seed(salt))
+        return full[rid * batch:(rid + 1) * batch]
+
+    def augment_seed(self, salt: int) -> tf.Tensor:
+        rid, _ = _replica()
+        return self._seed(salt) + tf.stack([tf.constant(0, tf.int64), tf.cast(rid, tf.int64) * (2 ** 40)])
+
+    # ----------------------------------------------------------------- one optimiser step
+    def update(self, optimizer, variables, loss_fn):
+        """Minimise ``mean(per_example)`` over the global batch; returns (stats, finite_flag)."""
+        with tf.GradientTape() as tape:
+            per_example, stats = loss_fn()
+            _, n = _replica()
+            global_batch = tf.shape(per_example)[0] * n
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+        optimizer.apply_gradients(zip(grads, variables))
+        return stats, finite
+
+    def two_player_step(self, d_loss, g_loss):
+        """D update then G update; the dict every ``train_step`` returns (per-replica means)."""
+        d_stats, d_ok = self.update(self.d_optimizer, self.d_variables, d_loss)
+        g_stats, g_ok = self.update(self.g_optimizer, self.g_variables, g_loss)
+        skipped = 2.0 - tf.cast(d_ok, tf.float32) - tf.cast(g_ok, tf.float32)
+        return {**d_stats, **g_stats, "skipped": skipped}
+
+    # ----------------------------------------------------------------- adversarial terms
+    def discriminate(self, level: int, image, condition, labels, salt: int, training=True):
+        """Logits of discriminator ``level`` on an augmented image (condition augmented identically)."""
+        seed = self.augment_seed(salt)
+        inputs = [self.augmenter(image, seed)]
+        if condition is not None:
+            inputs.append(self.augmenter(condition, seed))  # same seed -> same transform
+        if self.num_classes:
+            inputs.append(labels)
+        d = self.discriminators[level]
+        out = d(inputs if len(inputs) > 1 else inputs[0], training=training)
+        return tf.cast(tf.reshape(out, [-1]), tf.float32)
+
+    def d_terms(self, level, real, fake, cond_real, cond_fake, labels, salt):
+        """Per-example discriminator loss of one level, with its R1 / GP penalty, and statistics."""
+        real_logits = self.discriminate(level, real, cond_real, labels, salt)
+        fake_logits = self.discriminate(level, fake, cond_fake, labels, salt + 1)
+        loss = self.d_loss_fn(real_logits, fake_logits)
+        c = self.config
+        if c.loss == "wgan" or c.r1_gamma > 0:
+            def d_fn(x, cond, s):
+                return self.discriminate(level, x, cond, labels, s)
+            if c.loss == "wgan":
+                loss += losses_lib.gradient_penalty(lambda x: d_fn(x, cond_real, salt + 2), real, fake,
+                                                     weight=c.gp_weight, seed=self.augment_seed(salt + 3))
+            if c.r1_gamma > 0:
+                loss += losses_lib.r1_penalty(lambda x: d_fn(x, cond_real, salt), real, gamma=c.r1_gamma)
+        stats = {"d_real": tf.reduce_mean(real_logits), "d_fake": tf.reduce_mean(fake_logits),
+                 "real_sign": tf.reduce_mean(tf.sign(real_logits))}
+        return loss, stats
+
+    def g_terms(self, level, fake, cond_fake, labels, salt):
+        return self.g_loss_fn(self.discriminate(level, fake, cond_fake, labels, salt))
+
+    @staticmethod
+    def sum_levels(terms, weights=None, prefix="d"):
+        """Weighted sum over levels of per-example losses; statistics named ``name/level_k``."""
+        total, stats, signs = 0.0, {}, []
+        for k, (loss, level_stats) in enumerate(terms):
+            total += (weights[k] if weights else 1.0) * loss
+            stats[f"{prefix}_loss/level_{k}"] = tf.reduce_mean(loss)
+            for name, value in level_stats.items():
+                stats[f"{name}/level_{k}"] = value
+            if "real_sign" in level_stats:
+                signs.append(level_stats["real_sign"])
+        stats[f"{prefix}_loss"] = tf.reduce_mean(total)
+        if signs:
+            stats["real_sign"] = tf.add_n(signs) / len(signs)
+        return total, stats
+
+    def labels_or_none(self, labels):
+        return tf.cast(labels, tf.int32) if self.num_classes else None
+
+    def random_labels(self, batch, salt):
+        """Class labels for generated images: uniform over the classes (conditional models only)."""
+        if not self.num_classes:
+            return None
+        rid, n = _replica()
+        full = tf.random.stateless_uniform([batch * n], self._seed(salt), 0, self.num_classes, dtype=tf.int32)
+        return full[rid * batch:(rid + 1) * batch]
+
+    # ----------------------------------------------------------------- cross-replica bookkeeping
+    def after_step(self, real_sign) -> None:
+        """EMA of the generators, step counter and ADA probability; cross-replica context."""
+        t = tf.cast(self.step, tf.float32)
+        decay = tf.minimum(self.config.ema_decay, (1.0 + t) / (10.0 + t))
+        for g, e in zip(self.generators, self.ema_generators):
+            for w, ew in zip(g.weights, e.weights):
+                if w.trainable:
+                    ew.assign(decay * ew + (1.0 - decay) * tf.cast(w, ew.dtype))
+                else:
+                    ew.assign(w)
+        aug = self.augmenter
+        if aug.probability is not None:  # ADA: p <- clip(p + sign(r_t - target) * speed), every `interval` steps
+            p = tf.convert_to_tensor(aug.probability)
+            new_p = tf.clip_by_value(p + tf.sign(real_sign - aug.target) * aug.speed, 0.0, 1.0)
+            aug.probability.assign(tf.where(self.step % aug.interval == aug.interval - 1, new_p, p))
+        self.step.assign_add(1)
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, z, labels=None, ema=True, all_levels=False, seed=(0, 1)):
+        """Generated images in [-1, 1] (float32) from latents ``z``; the EMA generator by default."""
+        gens = self.ema_generators if ema else self.generators
+        levels = self.generate(gens, z, labels, training=False, seed=tf.constant(seed, tf.int64))
+        levels = [tf.clip_by_value(tf.cast(x, tf.float32), -1.0, 1.0) for x in levels]
+        return levels if all_levels else levels[-1]
+
+    def checkpoint_items(self) -> dict:
+        """Everything a resume needs, for ``tf.train.Checkpoint``."""
+        items = {"step": self.step, "skipped_steps": self.skipped_steps,
+                 "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+        for i, (g, e, d) in enumerate(zip(self.generators, self.ema_generators, self.discriminators)):
+            items[f"generator_{i}"] = g
+            items[f"ema_generator_{i}"] = e
+            items[f"discriminator_{i}"] = d
+        if self.augmenter.probability is not None:
+            items["ada_probability"] = self.augmenter.probability
+        return items

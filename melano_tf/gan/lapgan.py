@@ -1,0 +1,115 @@
+"""LAPGAN (Denton et al. 2015): a Laplacian pyramid of GANs.
+
+Levels k = 0 (coarsest, ``base`` px) .. L-1 (full size). With u() the pyramid upsampling:
+  level 0:   I_0 = G_0(z)                                (unconditional DCGAN pair)
+  level k>0: I_k = u(I_{k-1}) + h_k,  h_k = G_k(u(I_{k-1}), noise_k)
+and D_k sees (I_k, u(I_{k-1})), the coarse image being its condition. Levels are trained
+independently: in training every finer level is conditioned on the *real* coarser image
+g_{k-1} = d(g_k) of the Gaussian pyramid; sampling chains the levels coarse to fine.
+The per-level losses are summed, which is the same as training each level on its own
+because no parameter is shared between levels.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from melano_tf.gan import networks
+from melano_tf.gan.base import GAN
+from melano_tf.gan.registry import register
+from melano_tf.ops import pyramid
+
+
+@register("lapgan")
+class LAPGAN(GAN):
+    NOISE_CHANNELS = 1
+
+    # ----------------------------------------------------------------- networks
+    @property
+    def pyramid_resolutions(self) -> list[int]:
+        base = self.config.resolved_base_resolution
+        return [base * 2 ** k for k in range(self.config.num_levels)]
+
+    def build_generators(self):
+        c = self.config
+        res = self.pyramid_resolutions
+        gens = [networks.dcgan_generator(res[0], c.latent_dim, c.base_filters, c.min_filters,
+                                         num_classes=self.num_classes, name="generator_level_0")]
+        for k, r in enumerate(res[1:], 1):
+            gens.append(networks.lapgan_level_generator(
+                r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.NOISE_CHANNELS,
+                num_classes=self.num_classes, name=f"generator_level_{k}"))
+        return gens
+
+    def build_discriminators(self):
+        c = self.config
+        res = self.pyramid_resolutions
+        discs = [networks.dcgan_discriminator(res[0], c.base_filters, c.min_filters,
+                                              num_classes=self.num_classes, name="discriminator_level_0")]
+        for k, r in enumerate(res[1:], 1):
+            discs.append(networks.lapgan_level_discriminator(
+                r, filters=c.level_filters, num_classes=self.num_classes, name=f"discriminator_level_{k}"))
+        return discs
+
+    # ----------------------------------------------------------------- pyramid
+    def real_pyramid(self, real) -> list[tf.Tensor]:
+        """Gaussian pyramid of the real batch, coarse to fine."""
+        return list(reversed(pyramid.gaussian_pyramid(real, self.config.num_levels, self.config.pyramid_mode)))
+
+    def level_noise(self, batch, k: int, seed=None):
+        r = self.pyramid_resolutions[k]
+        if seed is None:
+            return self.normal(batch, [r, r, self.NOISE_CHANNELS], salt=100 + k)
+        return tf.random.stateless_normal([batch, r, r, self.NOISE_CHANNELS],
+                                          tf.cast(seed, tf.int64) + tf.constant([0, 7919], tf.int64) * k)
+
+    def refine(self, generator, k, coarse, labels, training, seed=None):
+        """I_k = u(coarse) + G_k(u(coarse), noise); returns (I_k, u(coarse))."""
+        up = pyramid.upsample(tf.cast(coarse, tf.float32), self.config.pyramid_mode)
+        inputs = [up, self.level_noise(tf.shape(coarse)[0], k, seed)]
+        if self.num_classes:
+            inputs.append(labels)
+        return up + tf.cast(generator(inputs, training=training), tf.float32), up
+
+    def chain(self, generators, z, labels=None, training=False, real_coarse=None, seed=None):
+        """Images and conditions of every level, coarse to fine.
+
+        ``real_coarse``: real pyramid (coarse to fine) to condition finer levels on; None
+        conditions every level on the generated coarser image (sampling)."""
+        first = generators[0]([z, labels] if self.num_classes else z, training=training)
+        images, conditions = [tf.cast(first, tf.float32)], [None]
+        for k in range(1, len(generators)):
+            coarse = images[-1] if real_coarse is None else real_coarse[k - 1]
+            image, up = self.refine(generators[k], k, coarse, labels, training, seed)
+            images.append(image)
+            conditions.append(up)
+        return images, conditions
+
+    def generate(self, generators, z, labels=None, training=False, seed=None):
+        return self.chain(generators, z, labels, training, seed=seed)[0]
+
+    # ----------------------------------------------------------------- training
+    def train_step(self, data):
+        real, labels = data
+        batch = tf.shape(real)[0]
+        labels = self.labels_or_none(labels)
+        real_pyr = self.real_pyramid(real)
+
+        def d_loss():
+            z = self.normal(batch, [self.latent_dim], salt=1)
+            fakes, conds = self.chain(self.generators, z, labels, training=True, real_coarse=real_pyr)
+            terms = [self.d_terms(k, real_pyr[k], tf.stop_gradient(fakes[k]), conds[k], conds[k], labels,
+                                  salt=10 + 10 * k) for k in range(len(fakes))]
+            return self.sum_levels(terms)
+
+        def g_loss():
+            z = self.normal(batch, [self.latent_dim], salt=2)
+            g_labels = self.random_labels(batch, salt=3)
+            fake0 = self.generate(self.generators[:1], z, g_labels, training=True)[0]
+            fakes, conds = self.chain(self.generators, z, labels, training=True, real_coarse=real_pyr)
+            terms = [(self.g_terms(0, fake0, None, g_labels, salt=200), {})]
+            terms += [(self.g_terms(k, fakes[k], conds[k], labels, salt=200 + 10 * k), {})
+                      for k in range(1, len(fakes))]
+            return self.sum_levels(terms, prefix="g")
+
+        return self.two_player_step(d_loss, g_loss)
