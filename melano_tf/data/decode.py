@@ -123,13 +123,13 @@ def _center(img: np.ndarray) -> np.ndarray:
 
 
 def _border_box(img: np.ndarray, threshold: float, min_fraction: float) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the non-black region, measured on a small blurred copy."""
+    """(top, bottom, left, right) of the non-black region, on a small median-filtered copy."""
     h, w = img.shape[:2]
     scale = min(1.0, 256.0 / max(h, w))
     small = Image.fromarray(img).convert("L")
     if scale < 1.0:
         small = small.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX)
-    lum = np.asarray(small.filter(ImageFilter.BoxBlur(2)), dtype=np.float32)
+    lum = np.asarray(small.filter(ImageFilter.MedianFilter(5)), dtype=np.float32)
     bright = lum > threshold
     t, b, l, r = 0, bright.shape[0], 0, bright.shape[1]
     for _ in range(2):  # rows then cols, twice: each pass sees the other's trimmed extent
@@ -152,7 +152,7 @@ def square_crop(img: np.ndarray, mode: str = "center", *, threshold: float = 20.
     """Crops the largest centred square.
 
     mode="trim_black" first removes the black dermoscope border: rows/columns from the edges
-    inwards whose share of pixels brighter than ``threshold`` (blurred luminance, 0..255) is
+    inwards whose share of pixels brighter than ``threshold`` (median-filtered luminance, 0..255) is
     below ``min_fraction``. If that would leave a side shorter than ``keep`` x the image's
     shorter side, it falls back to the plain centre crop.
     """

@@ -1,0 +1,190 @@
+"""The bad-input corpus and its documented outcome; crops and antialiased resize."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melano_tf.data import decode
+from melano_tf.data.decode import BadImage
+
+
+def _jpeg(a, **kw):
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, format="JPEG", quality=95, **kw)
+    return b.getvalue()
+
+
+def _save(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def _png16_rgb(a16):
+    """A 48-bit RGB PNG written by hand (PIL cannot write one)."""
+    h, w, _ = a16.shape
+    raw = b"".join(b"\x00" + a16[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _noise(h=48, w=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_rgb_jpeg(tmp_path):
+    out = decode.load_image(_save(tmp_path, "a.jpg", _jpeg(np.full((30, 40, 3), 200, np.uint8))))
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    assert abs(int(out.mean()) - 200) <= 2
+
+
+def test_truncated_jpeg(tmp_path):
+    data = _jpeg(_noise())
+    with pytest.raises(BadImage) as e:
+        decode.load_image(_save(tmp_path, "t.jpg", data[: len(data) // 2]))
+    assert e.value.category == "truncated"
+
+
+def test_text_named_jpg(tmp_path):
+    with pytest.raises(BadImage) as e:
+        decode.load_image(_save(tmp_path, "notes.jpg", b"patient notes, not an image\n" * 10))
+    assert e.value.category == "not_an_image"
+
+
+def test_cmyk_jpeg(tmp_path):
+    cmyk = Image.new("CMYK", (24, 16), (255, 0, 0, 0))  # pure cyan
+    b = io.BytesIO()
+    cmyk.save(b, format="JPEG", quality=95)
+    out = decode.load_image(_save(tmp_path, "cmyk.jpg", b.getvalue()))
+    assert out.shape == (16, 24, 3)
+    r, g, bl = out.reshape(-1, 3).mean(0)
+    assert r < 30 and g > 225 and bl > 225
+
+
+def test_16bit_grayscale_png(tmp_path):
+    a = np.tile(np.array([0, 257 * 128, 65535], np.uint16), (12, 4))
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, format="PNG")
+    out = decode.load_image(_save(tmp_path, "g16.png", b.getvalue()))
+    assert out.shape == (12, 12, 3)
+    assert out[0, :3, 0].tolist() == [0, 128, 255]
+    assert (out[..., 0] == out[..., 2]).all()
+
+
+def test_16bit_rgb_png(tmp_path):
+    a = np.zeros((10, 10, 3), np.uint16)
+    a[..., 0], a[..., 1], a[..., 2] = 65535, 257 * 100, 0
+    out = decode.load_image(_save(tmp_path, "rgb16.png", _png16_rgb(a)))
+    assert out.shape == (10, 10, 3) and out[0, 0].tolist() == [255, 100, 0]
+
+
+def test_rgba_composited_on_black(tmp_path):
+    a = np.zeros((10, 12, 4), np.uint8)
+    a[..., :3] = 200
+    a[:, :4, 3], a[:, 4:8, 3], a[:, 8:, 3] = 0, 255, 128
+    b = io.BytesIO()
+    Image.fromarray(a, "RGBA").save(b, format="PNG")
+    out = decode.load_image(_save(tmp_path, "rgba.png", b.getvalue()))
+    assert out.shape == (10, 12, 3)
+    assert out[0, 0].tolist() == [0, 0, 0]
+    assert out[0, 5].tolist() == [200, 200, 200]
+    assert out[0, 9].tolist() == [100, 100, 100]
+
+
+def test_grayscale(tmp_path):
+    b = io.BytesIO()
+    Image.fromarray(np.full((9, 11), 77, np.uint8), "L").save(b, format="PNG")
+    out = decode.load_image(_save(tmp_path, "g.png", b.getvalue()))
+    assert out.shape == (9, 11, 3) and (out == 77).all()
+
+
+def test_palette_and_palette_transparency(tmp_path):
+    im = Image.new("P", (10, 10), 1)
+    im.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    b = io.BytesIO()
+    im.save(b, format="PNG")
+    assert decode.load_image(_save(tmp_path, "p.png", b.getvalue()))[0, 0].tolist() == [10, 200, 30]
+    b = io.BytesIO()
+    im.save(b, format="PNG", transparency=1)
+    assert decode.load_image(_save(tmp_path, "pt.png", b.getvalue()))[0, 0].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 100)])
+def test_too_small(tmp_path, size):
+    b = io.BytesIO()
+    Image.new("RGB", size, (9, 9, 9)).save(b, format="PNG")
+    with pytest.raises(BadImage) as e:
+        decode.load_image(_save(tmp_path, "tiny.png", b.getvalue()))
+    assert e.value.category == "too_small"
+
+
+def test_decompression_bomb_not_decoded(tmp_path, monkeypatch):
+    path = _save(tmp_path, "big.jpg", _jpeg(_noise(40, 40)))
+    monkeypatch.setattr(decode, "MAX_PIXELS", 1000)
+    with pytest.raises(BadImage) as e:
+        decode.load_image(path)
+    assert e.value.category == "too_large"
+
+
+def test_exif_orientation(tmp_path):
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    out = decode.load_image(_save(tmp_path, "o.jpg", _jpeg(a, exif=exif.tobytes())))
+    assert out.shape == (40, 20, 3)
+    assert out[:15].mean() > 200 and out[25:].mean() < 50  # white half now on top
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(BadImage) as e:
+        decode.load_image(str(tmp_path / "gone.jpg"))
+    assert e.value.category == "missing"
+
+
+def test_center_crop():
+    a = np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3)
+    out = decode.square_crop(a)
+    assert out.shape == (6, 6, 3) and (out == a[:, 2:8]).all()
+
+
+def test_trim_black_border():
+    a = np.zeros((200, 300, 3), np.uint8)
+    a[20:180, 50:270] = 180  # content 160 x 220, black frame around it
+    a[90:110, 150:170] = 0   # a dark lesion inside must not be trimmed
+    out = decode.square_crop(a, "trim_black")
+    assert out.shape[0] == out.shape[1] and 150 <= out.shape[0] <= 160
+    assert out[[0, -1], :].min() == 180 and out[:, [0, -1]].min() == 180
+    assert decode.square_crop(a, "center").shape == (200, 200, 3)
+
+
+def test_trim_black_falls_back_to_center():
+    a = np.zeros((100, 100, 3), np.uint8)
+    a[45:55, 45:55] = 255  # almost all black: trimming would keep 10%
+    assert (decode.square_crop(a, "trim_black") == a).all()
+
+
+def test_resize_antialiases():
+    checker = ((np.indices((256, 256)).sum(0) % 2) * 255).astype(np.uint8)
+    a = np.repeat(checker[..., None], 3, axis=2)
+    out = decode.resize(a, 32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert abs(out.mean() - 127.5) < 3 and out.std() < 5  # aliasing would give 0 / 255
+
+
+def test_preprocess_large_jpeg(tmp_path):
+    a = np.zeros((600, 800, 3), np.uint8)
+    a[..., 0] = np.linspace(0, 255, 800)[None, :]
+    path = _save(tmp_path, "big.jpg", _jpeg(a))
+    out = decode.preprocess(path, 32, "center")
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    # centre crop of a left-to-right red ramp: red increases along x, spans the middle of the ramp
+    assert out[16, 1, 0] < 80 and out[16, -2, 0] > 175
+    assert (decode.preprocess(open(path, "rb").read(), 32) == out).all()
