@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info/warnings; set 0 to see them
+
+from absl import app, flags, logging  # noqa: E402
 
 from melano_tf.errors import UserError
 
@@ -32,6 +34,7 @@ def run(main, define) -> None:
 
     def guarded(argv):
         del argv
+        logging.set_verbosity(logging.WARNING)
         try:
             return main()
         except UserError as e:
