@@ -41,7 +41,7 @@ def prepare_training_data(config: cfg.TrainConfig, worker_suffix: str = "") -> t
     d = config.data
     data_dir = d.data_dir
     if data_dir is None:
-        data_dir = os.path.join(config.model_dir, "phantoms")
+        data_dir = os.path.join(config.model_dir, "phantoms" + worker_suffix)
         _say(f"no --data_dir: training on {d.num_phantoms} phantom images in {data_dir}")
         phantom.write_isic_layout(data_dir, num_images=d.num_phantoms, resolution=d.resolution, seed=d.seed,
                                   progress=False)
@@ -129,9 +129,9 @@ def make_step_fn(gan, strategy):
 def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     """Train (or resume) the run described by ``config``; returns the final statistics."""
     os.makedirs(config.model_dir, exist_ok=True)
+    strategy = runtime.make_strategy(config.strategy)  # first: multi-worker needs a fresh TF context
     resuming = check_resume(config)
     policy = runtime.set_precision(config.precision)
-    strategy = runtime.make_strategy(config.strategy)
     per_replica = runtime.check_batch(config.batch_size, strategy)
     chief = runtime.is_chief(strategy)
     suffix = "" if chief else f"-worker{strategy.cluster_resolver.task_id}"
@@ -143,11 +143,15 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
 
     gan = build_gan(config, strategy, num_classes)
     ckpt = tf.train.Checkpoint(**gan.checkpoint_items())
-    ckpt_dir = os.path.join(config.model_dir, "checkpoints" if chief else f"checkpoints{suffix}")
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    if resuming and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        _say(f"resumed from {manager.latest_checkpoint} at step {int(gan.step.numpy())}")
+    # Every worker saves (saving is collective under MultiWorkerMirroredStrategy), only the chief
+    # into checkpoints/; all workers resume from the chief's checkpoints (shared storage).
+    chief_dir = os.path.join(config.model_dir, "checkpoints")
+    ckpt_dir = chief_dir if chief else os.path.join(config.model_dir, f"checkpoints{suffix}")
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=1 if not chief else config.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(chief_dir) if resuming else None
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
+        _say(f"resumed from {latest} at step {int(gan.step.numpy())}")
     if chief:
         _write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json())
         if flags_text is not None:

@@ -40,13 +40,18 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """one_device: first GPU or the CPU; mirrored: all local GPUs (or all logical CPUs);
     multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG; auto: multi_worker when TF_CONFIG
     names several workers, mirrored with several GPUs, else one_device."""
-    gpus = tf.config.list_logical_devices("GPU")
+    # MultiWorkerMirroredStrategy must exist before anything initialises TF's context.
     if name == "auto":
         tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-        if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
+        if len(tf_config.get("cluster", {}).get("worker", [])) + len(tf_config.get("cluster", {}).get("chief", [])) > 1:
             name = "multi_worker"
-        else:
-            name = "mirrored" if len(gpus) > 1 else "one_device"
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable (see README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device"
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
@@ -56,10 +61,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         # On CPU the logical devices share the cores; the default NCCL/collective all-reduce
         # is for GPUs (shared/TF_NOTES.md).
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable (see README)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserError(f"--strategy={name}: unknown")
 
 
