@@ -177,6 +177,22 @@ def detect_format(data_dir: str) -> str:
     raise UserError(f"{data_dir}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
 
 
+def _usable_id(image_id: str, where: str, seen: set, index: dict, problems: list) -> bool:
+    """False (and a reported problem) for a rejected, repeated or missing CSV id; marks it seen."""
+    bad = _bad_id(image_id)
+    if bad:
+        problems.append((where, f"rejected_id: {bad}"))
+        return False
+    if image_id in seen:
+        problems.append((where, "duplicate_id: already listed"))
+        return False
+    seen.add(image_id)
+    if image_id not in index:
+        problems.append((where, "missing: no image file for this id"))
+        return False
+    return True
+
+
 def _check_dir(data_dir: str) -> None:
     if not data_dir or not os.path.isdir(data_dir):
         raise UserError(f"{data_dir}: no such directory")
@@ -193,16 +209,7 @@ def _read_isic2017(root: str) -> Source:
             where = _where(csv_path, line, image_id)
             mel = _float01(csv_path, line, "melanoma", row["melanoma"])
             sk = _float01(csv_path, line, "seborrheic_keratosis", row["seborrheic_keratosis"])
-            bad = _bad_id(image_id)
-            if bad:
-                problems.append((where, f"rejected_id: {bad}"))
-                continue
-            if image_id in seen:
-                problems.append((where, "duplicate_id: already listed"))
-                continue
-            seen.add(image_id)
-            if image_id not in index:
-                problems.append((where, "missing: no image file for this id"))
+            if not _usable_id(image_id, where, seen, index, problems):
                 continue
             name = "melanoma" if mel >= 0.5 else "seborrheic_keratosis" if sk >= 0.5 else "nevus"
             records.append(Record(index[image_id], CLASSES.index(name), image_id, image_id))
@@ -220,16 +227,7 @@ def _read_ham10000(root: str) -> Source:
     for line, row in _read_csv(csv_path, ("lesion_id", "image_id", "dx")):
         image_id = row["image_id"]
         where = _where(csv_path, line, image_id)
-        bad = _bad_id(image_id)
-        if bad:
-            problems.append((where, f"rejected_id: {bad}"))
-            continue
-        if image_id in seen:
-            problems.append((where, "duplicate_id: already listed"))
-            continue
-        seen.add(image_id)
-        if image_id not in index:
-            problems.append((where, "missing: no image file for this id"))
+        if not _usable_id(image_id, where, seen, index, problems):
             continue
         name = HAM_DX.get(row["dx"].lower(), "other")
         records.append(Record(index[image_id], CLASSES.index(name), row["lesion_id"] or image_id, image_id))
@@ -254,16 +252,7 @@ def _read_isic_cli(root: str) -> Source:
     for line, row in rows:
         image_id = row["isic_id"]
         where = _where(csv_path, line, image_id)
-        bad = _bad_id(image_id)
-        if bad:
-            problems.append((where, f"rejected_id: {bad}"))
-            continue
-        if image_id in seen:
-            problems.append((where, "duplicate_id: already listed"))
-            continue
-        seen.add(image_id)
-        if image_id not in index:
-            problems.append((where, "missing: no image file for this id"))
+        if not _usable_id(image_id, where, seen, index, problems):
             continue
         label = CLASSES.index(_isic_cli_class(row, columns))
         records.append(Record(index[image_id], label, row.get("lesion_id") or image_id, image_id))
