@@ -75,24 +75,41 @@ def bin_edges(space: str, channel: int, bins: int | None = None) -> np.ndarray:
     return np.linspace(lo, hi, (bins or BINS[space]) + 1)
 
 
+def colour_counts(images) -> np.ndarray:
+    """How often each 24-bit sRGB colour occurs: int64 (2^24,), indexed ``R << 16 | G << 8 | B``."""
+    images = _check_images(images)
+    counts = np.zeros(1 << 24, np.int64)
+    for start in range(0, len(images), CHUNK):
+        x = images[start:start + CHUNK].reshape(-1, 3).astype(np.int32)
+        counts += np.bincount((x[:, 0] << 16) | (x[:, 1] << 8) | x[:, 2], minlength=1 << 24)
+    return counts
+
+
 def color_histograms(images, spaces=SPACES, bins: dict | None = None) -> dict:
     """Normalised per-channel histograms: ``{space: float64 array (3, K)}``, each row sums to 1.
 
     images: uint8 (N, H, W, 3) sRGB. bins: per-space bin counts overriding :data:`BINS`.
+    Each distinct colour is converted once and weighted by its pixel count (a set of 2000 images
+    at 256 px holds far fewer distinct colours than its 131 M pixels), which gives the same
+    histogram as converting every pixel.
     """
-    images = _check_images(images)
+    counts = colour_counts(images)
+    codes = np.flatnonzero(counts)
+    weights = counts[codes].astype(np.float64)
+    colours = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=-1).astype(np.uint8)
     bins = {**BINS, **(bins or {})}
-    counts = {s: np.zeros((3, bins[s]), np.int64) for s in spaces}
-    for start in range(0, len(images), CHUNK):
-        chunk = images[start:start + CHUNK]
-        for s in spaces:
-            values = convert(chunk, s).reshape(-1, 3)
-            k = bins[s]
-            for c in range(3):
-                lo, hi = RANGES[s][c]
-                idx = np.floor((values[:, c] - lo) * (k / (hi - lo))).astype(np.int64)
-                counts[s][c] += np.bincount(np.clip(idx, 0, k - 1), minlength=k)
-    return {s: counts[s] / counts[s].sum(axis=1, keepdims=True) for s in spaces}
+    out = {}
+    for s in spaces:
+        k = bins[s]
+        values = np.concatenate([convert(colours[i:i + 65536][None], s)[0]
+                                 for i in range(0, len(colours), 65536)])
+        h = np.zeros((3, k))
+        for c in range(3):
+            lo, hi = RANGES[s][c]
+            idx = np.floor((values[:, c] - lo) * (k / (hi - lo))).astype(np.int64)
+            h[c] = np.bincount(np.clip(idx, 0, k - 1), weights=weights, minlength=k)
+        out[s] = h / h.sum(axis=1, keepdims=True)
+    return out
 
 
 def wasserstein1(p: np.ndarray, q: np.ndarray, bin_width: float, circular: bool = False) -> float:
