@@ -11,6 +11,9 @@ BINARIES = {
     "prepare_data": "melano_tf.cli.prepare_data:run",
     "train_lapgan": "melano_tf.cli.train:run_lapgan",
     "train_dcgan": "melano_tf.cli.train:run_dcgan",
+    "train_classifier": "melano_tf.cli.train_classifier:run",
+    "imbalance_experiment": "melano_tf.cli.imbalance_experiment:run",
+    "serving_client": "melano_tf.cli.serving_client:run",
 }
 
 setup(

@@ -123,3 +123,134 @@ def effective_flags() -> str:
             continue
         lines.append(fl.serialize() if fl.value is not None else f"--{name}=")
     return "\n".join(line for line in lines if line) + "\n"
+
+
+# ---------------------------------------------------------------------------- lesion classifier (issue 5)
+
+def _define_missing(kind: str, name: str, default, help_text: str, **kw) -> None:
+    """Define a flag that another group may already define under the same name (same meaning)."""
+    if name not in FLAGS:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **kw)
+
+
+@_once
+def define_classifier_flags() -> None:
+    """Flags of bin/train_classifier (and the classifier part of bin/imbalance_experiment)."""
+    from melano_tf.classify import config as ccfg
+    define_data_flags()
+    d = ccfg.ClassifierConfig()
+    FLAGS.set_default("resolution", d.data.resolution)
+    _define_missing("string", "model_dir", None, "Run folder: metrics.json, roc.png, saved_model/. Required.")
+    _define_missing("integer", "batch_size", d.batch_size, "Batch size.")
+    _define_missing("integer", "train_steps", d.train_steps, "Training steps.")
+    _define_missing("integer", "log_every", d.log_every, "Steps between progress lines.")
+    flags.DEFINE_enum("regime", d.regime, list(ccfg.REGIMES),
+                      "Training set: as is, class-weighted loss, oversampled, plus generated melanoma, "
+                      "or generated melanoma instead of the real ones.")
+    flags.DEFINE_integer("num_classes", d.num_classes, "2: melanoma vs rest; 3: nevus / melanoma / SK.")
+    flags.DEFINE_enum("backbone", d.backbone, list(ccfg.BACKBONES), "Classifier network.")
+    flags.DEFINE_string("backbone_weights", "none", "Local weights file of the keras.applications backbone "
+                        "(without top), or none; nothing is downloaded.")
+    flags.DEFINE_integer("width", d.width, "small_cnn: filters of the first stage (doubled per stage).")
+    flags.DEFINE_float("dropout", d.dropout, "Dropout before the last layer.")
+    flags.DEFINE_float("imbalance", d.imbalance, "Make melanoma rare in the training split: at most 1 "
+                       "per this many others (e.g. 20); 0 keeps the data as is.")
+    flags.DEFINE_string("synthetic", None, "Generated melanoma: a generator SavedModel or a folder of "
+                        "PNG/JPEG images (bin/synthesize).")
+    flags.DEFINE_integer("num_synthetic", d.num_synthetic, "Generated melanoma to use; 0: as many as "
+                         "balance melanoma against the largest other class.")
+    flags.DEFINE_integer("synthetic_seed", d.synthetic_seed, "Seed of the generator's sample signature.")
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate (cosine decay to 0).")
+    flags.DEFINE_boolean("flip_augment", d.flip_augment, "Random flips / 90-degree rotations.")
+    flags.DEFINE_boolean("export", d.export, "Write the classifier SavedModel to --model_dir/saved_model.")
+    flags.DEFINE_string("export_base", None, "Also publish into this TF Serving layout "
+                        "(EXPORT_BASE/<name>/<version>/) and rewrite EXPORT_BASE/models.config.")
+    flags.DEFINE_string("serving_name", d.serving_name, "Model name under --export_base.")
+
+
+def classifier_config():
+    """The classifier config from parsed flags; raises UserError on an invalid combination."""
+    from melano_tf.classify import config as ccfg
+    from melano_tf.errors import UserError
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required (the run folder)")
+    weights = FLAGS.backbone_weights
+    conf = ccfg.ClassifierConfig(
+        data=data_config(), model_dir=FLAGS.model_dir, regime=FLAGS.regime, num_classes=FLAGS.num_classes,
+        backbone=FLAGS.backbone, backbone_weights=None if weights in ("", "none", None) else weights,
+        width=FLAGS.width, dropout=FLAGS.dropout, imbalance=FLAGS.imbalance, synthetic=FLAGS.synthetic or None,
+        num_synthetic=FLAGS.num_synthetic, synthetic_seed=FLAGS.synthetic_seed, batch_size=FLAGS.batch_size,
+        train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate, flip_augment=FLAGS.flip_augment,
+        seed=FLAGS.seed, log_every=FLAGS.log_every, export=FLAGS.export, export_base=FLAGS.export_base or None,
+        serving_name=FLAGS.serving_name)
+    conf.validate()
+    return conf
+
+
+@_once
+def define_experiment_flags() -> None:
+    """Flags of bin/imbalance_experiment: the classifier flags plus phantoms, seeds and a small GAN."""
+    from melano_tf.classify import experiment as exp
+    define_classifier_flags()
+    e = exp.ExperimentConfig()
+    FLAGS.set_default("resolution", e.resolution)
+    FLAGS.set_default("imbalance", e.imbalance)
+    FLAGS.set_default("train_steps", e.classifier_steps)
+    FLAGS.set_default("export", False)
+    flags.DEFINE_list("seeds", [str(s) for s in e.seeds], "Classifier seeds; the table reports mean and std.")
+    flags.DEFINE_list("regimes", list(e.regimes), "Regimes to run.")
+    flags.DEFINE_list("phantom_counts", [f"{k}:{v}" for k, v in e.phantom_counts],
+                      "Phantom images per class before melanoma is made rare in the training split.")
+    flags.DEFINE_enum("gan_scheme", e.gan_scheme, ["dcgan", "mod"], "Scheme of the melanoma GAN.")
+    flags.DEFINE_integer("gan_steps", e.gan_steps, "GAN training steps.")
+    flags.DEFINE_integer("gan_batch_size", e.gan_batch_size, "GAN batch size.")
+    flags.DEFINE_integer("gan_latent_dim", e.gan_latent_dim, "GAN latent size.")
+    flags.DEFINE_integer("gan_base_filters", e.gan_base_filters, "GAN filters at 4x4 (dcgan / mod's coarsest level).")
+    flags.DEFINE_integer("gan_level_filters", e.gan_level_filters, "mod: filters of the finer levels.")
+    flags.DEFINE_integer("gan_num_levels", e.gan_num_levels, "mod: pyramid levels.")
+
+
+def experiment_config():
+    from melano_tf.classify import experiment as exp
+    from melano_tf.errors import UserError
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required (the experiment folder)")
+    try:
+        seeds = tuple(int(s) for s in FLAGS.seeds)
+    except ValueError:
+        raise UserError(f"--seeds={','.join(FLAGS.seeds)}: expected comma-separated integers") from None
+    counts = []
+    for item in FLAGS.phantom_counts:
+        name, _, n = item.partition(":")
+        if not n.strip().isdigit():
+            raise UserError(f"--phantom_counts: {item!r} is not class:count")
+        counts.append((name.strip(), int(n)))
+    base = classifier_config()
+    conf = exp.ExperimentConfig(
+        out_dir=FLAGS.model_dir, resolution=FLAGS.resolution, data_seed=FLAGS.seed, seeds=seeds,
+        regimes=tuple(FLAGS.regimes), phantom_counts=tuple(counts), imbalance=FLAGS.imbalance,
+        num_synthetic=FLAGS.num_synthetic, gan_scheme=FLAGS.gan_scheme, gan_steps=FLAGS.gan_steps,
+        gan_batch_size=FLAGS.gan_batch_size, gan_latent_dim=FLAGS.gan_latent_dim,
+        gan_base_filters=FLAGS.gan_base_filters, gan_level_filters=FLAGS.gan_level_filters,
+        gan_num_levels=FLAGS.gan_num_levels, classifier_steps=FLAGS.train_steps, classifier=base,
+        export_base=FLAGS.export_base or None, data_dir=FLAGS.data_dir or None)
+    conf.validate()
+    return conf
+
+
+@_once
+def define_serving_client_flags() -> None:
+    """Flags of bin/serving_client."""
+    flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "REST (JSON, base64) or gRPC (PredictRequest).")
+    flags.DEFINE_string("server", "localhost:8501", "REST host:port of tensorflow_model_server.")
+    flags.DEFINE_string("grpc_server", "localhost:8500", "gRPC host:port of tensorflow_model_server.")
+    flags.DEFINE_string("model_name", "lesion_classifier", "Model name in the server's models.config.")
+    flags.DEFINE_integer("model_version", 0, "Version to ask for; 0: the latest the server has.")
+    flags.DEFINE_string("signature_name", "", "Signature; default serving_default (images) or sample "
+                        "(--sample_count).")
+    flags.DEFINE_list("images", [], "JPEG/PNG files to classify.")
+    flags.DEFINE_integer("sample_count", 0, "Ask a generator for this many images (its sample signature).")
+    flags.DEFINE_integer("sample_seed", 0, "Seed of the generator request.")
+    flags.DEFINE_boolean("dry_run", False, "Print the request instead of sending it.")
+    flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server.")
+    flags.DEFINE_string("output_dir", None, "Write the response (JSON, and PNGs of generated images) here.")

@@ -1,0 +1,327 @@
+"""Training and test sets of the classifier, and the training set of each regime.
+
+Splits come from a prepared cache (``melano_tf.data.cache``) and are held in memory as uint8
+arrays (2000 images at 224 px are 300 MB). Task labels:
+
+* ``num_classes=2``: ``("non_melanoma", "melanoma")``, melanoma vs everything else;
+* ``num_classes=3``: ``("nevus", "melanoma", "seborrheic_keratosis")``; other images are dropped.
+
+Regimes (``build_training_set``), with n_k the real training count of class k, P the melanoma
+class and M = max_{k != P} n_k the largest other class:
+
+* ``baseline``: the (imbalanced) set as is;
+* ``class_weights``: as is, loss weight ``w_k = N / (K n_k)`` per class (mean weight 1);
+* ``oversample``: every class drawn with replacement up to ``max_k n_k`` (random oversampling);
+* ``synthetic``: plus S generated melanoma, S = ``num_synthetic`` or ``max(M - n_P, 0)``;
+* ``synthetic_only``: real melanoma removed, S generated ones instead (S = ``num_synthetic`` or M).
+
+Generated melanoma come from a generator SavedModel (its ``sample(seed, count[, label])``
+signature, see ``melano_tf.train.export``) or from a folder of PNG/JPEG images such as
+``bin/synthesize`` writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from melano_tf.errors import UserError
+
+MELANOMA = "melanoma"
+BINARY_CLASSES = ("non_melanoma", "melanoma")
+THREE_CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: Images drawn per call of a generator's ``sample`` signature.
+SAMPLE_CHUNK = 64
+
+
+def task_classes(num_classes: int) -> tuple[str, ...]:
+    if num_classes == 2:
+        return BINARY_CLASSES
+    if num_classes == 3:
+        return THREE_CLASSES
+    raise UserError(f"--num_classes={num_classes}: 2 (melanoma vs rest) or 3")
+
+
+@dataclasses.dataclass
+class Split:
+    """Images (N, R, R, 3) uint8, task labels (N,) int32, image ids (N,) str."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, index) -> "Split":
+        index = np.asarray(index, np.int64)
+        return Split(self.images[index], self.labels[index], self.ids[index])
+
+    def counts(self, class_names) -> dict:
+        return {name: int((self.labels == k).sum()) for k, name in enumerate(class_names)}
+
+
+def task_label_map(cache_class_names, num_classes: int) -> np.ndarray:
+    """cache label -> task label (-1: dropped) as an int array indexed by the cache label."""
+    names = list(cache_class_names)
+    if MELANOMA not in names:
+        raise UserError(f"the data has no melanoma class (classes: {', '.join(names) or 'none'}); "
+                        "the classifier needs labelled melanoma")
+    task = task_classes(num_classes)
+    if num_classes == 2:
+        return np.array([1 if n == MELANOMA else 0 for n in names], np.int32)
+    missing = [c for c in task if c not in names]
+    if missing:
+        raise UserError(f"--num_classes=3 needs classes {', '.join(task)}; the data lacks {', '.join(missing)}")
+    return np.array([task.index(n) if n in task else -1 for n in names], np.int32)
+
+
+def load_split(cache_dir: str, split: str, num_classes: int) -> Split:
+    """Every image of ``split`` of a prepared cache, relabelled for the task."""
+    import tensorflow as tf
+
+    from melano_tf.data.cache import load_manifest
+    m = load_manifest(cache_dir)
+    if split not in m.shards:
+        raise UserError(f"split={split}: choose one of {', '.join(m.shards)}")
+    mapping = task_label_map(m.class_names, num_classes)
+    files = [f for f, s in zip(m.files(split), m.shards[split]) if s["count"] > 0]
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
+            "image_id": tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(x):
+        ex = tf.io.parse_single_example(x, spec)
+        return tf.io.decode_png(ex["image"], channels=3), ex["label"], ex["image_id"]
+
+    images, labels, ids = [], [], []
+    if files:
+        for img, lab, iid in tf.data.TFRecordDataset(files).map(parse).batch(256):
+            images.append(img.numpy())
+            labels.append(lab.numpy())
+            ids.append(iid.numpy())
+    if not images:
+        raise UserError(f"{cache_dir}: split {split} has no images")
+    images = np.concatenate(images)
+    labels = np.concatenate(labels)
+    ids = np.array([i.decode("utf-8") for i in np.concatenate(ids)])
+    if labels.min() < 0:
+        raise UserError(f"{cache_dir}: unlabeled images; the classifier needs labelled data")
+    task = mapping[labels]
+    keep = task >= 0
+    return Split(images[keep], task[keep].astype(np.int32), ids[keep])
+
+
+def make_rare(train: Split, positive: int, ratio: float, seed: int) -> Split:
+    """Keep ``max(1, floor(n_rest / ratio))`` of the positive images (seeded choice), all others.
+
+    ratio = 20 gives melanoma : rest = 1 : 20; ratio = 0 returns ``train`` unchanged.
+    """
+    if ratio <= 0:
+        return train
+    pos = np.flatnonzero(train.labels == positive)
+    rest = np.flatnonzero(train.labels != positive)
+    keep_n = max(1, int(len(rest) // ratio))
+    if keep_n >= len(pos):
+        return train
+    rng = np.random.default_rng([seed, 7001])
+    kept = rng.choice(pos, size=keep_n, replace=False)
+    return train.take(np.sort(np.concatenate([rest, kept])))
+
+
+# ------------------------------------------------------------------------------- synthetic images
+
+def is_saved_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def _resize_batch(images: np.ndarray, resolution: int) -> np.ndarray:
+    if images.shape[1] == resolution and images.shape[2] == resolution:
+        return images
+    from melano_tf.data import decode
+    return np.stack([decode.resize(decode.square_crop(im, "center"), resolution) for im in images])
+
+
+def sample_generator(path: str, count: int, resolution: int, seed: int = 0,
+                     label: int | None = None) -> np.ndarray:
+    """``count`` uint8 images from a generator SavedModel's ``sample`` signature (chunks of 64).
+
+    Chunk j uses seed ``seed * 1_000_003 + j``; a conditional generator (a ``label`` input)
+    gets ``label`` (default: the melanoma index of the canonical classes).
+    """
+    import tensorflow as tf
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # noqa: BLE001  (TF raises many kinds for a broken SavedModel)
+        raise UserError(f"--synthetic={path}: not a loadable SavedModel ({type(e).__name__})") from None
+    if "sample" not in loaded.signatures:
+        raise UserError(f"--synthetic={path}: the SavedModel has no 'sample' signature "
+                        f"(has: {', '.join(loaded.signatures) or 'none'}); export it with melano_tf")
+    fn = loaded.signatures["sample"]
+    inputs = fn.structured_input_signature[1]
+    if "label" in inputs and label is None:
+        from melano_tf.data.records import CLASSES
+        label = CLASSES.index(MELANOMA)
+    out = []
+    done, j = 0, 0
+    while done < count:
+        n = min(SAMPLE_CHUNK, count - done)
+        kw = {"seed": tf.constant(seed * 1_000_003 + j, tf.int64), "count": tf.constant(n, tf.int32)}
+        if "label" in inputs:
+            kw["label"] = tf.constant(label, tf.int32)
+        out.append(fn(**kw)["images_uint8"].numpy())
+        done += n
+        j += 1
+    if not out:
+        return np.zeros((0, resolution, resolution, 3), np.uint8)
+    return _resize_batch(np.concatenate(out), resolution)
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files below ``folder`` (hidden entries skipped), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in filenames
+                     if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    return sorted(found)
+
+
+def load_folder(folder: str, count: int | None, resolution: int) -> np.ndarray:
+    """The first ``count`` (None: all) images of a folder, centre-cropped and resized, uint8."""
+    from melano_tf.data import decode
+    paths = list_images(folder)
+    if not paths:
+        raise UserError(f"--synthetic={folder}: no PNG/JPEG images in the folder")
+    if count is not None:
+        if count > len(paths):
+            raise UserError(f"--num_synthetic={count}: {folder} holds only {len(paths)} images")
+        paths = paths[:count]
+    images = []
+    for p in paths:
+        try:
+            images.append(decode.preprocess(p, resolution, "center"))
+        except decode.BadImage as e:
+            raise UserError(f"{p}: {e}") from None
+    return np.stack(images)
+
+
+def load_synthetic(path: str, count: int | None, resolution: int, seed: int = 0) -> np.ndarray:
+    """Generated melanoma from a generator SavedModel or an image folder, uint8 (S, R, R, 3).
+
+    count None: everything a folder holds (a SavedModel needs a count).
+    """
+    if not path or not os.path.isdir(path):
+        raise UserError(f"--synthetic={path}: no such folder (a generator SavedModel or images)")
+    if is_saved_model(path):
+        if count is None:
+            raise UserError(f"--synthetic={path}: a generator SavedModel needs --num_synthetic")
+        return sample_generator(path, count, resolution, seed)
+    return load_folder(path, count, resolution)
+
+
+# ------------------------------------------------------------------------------- regimes
+
+@dataclasses.dataclass
+class TrainingSet:
+    """What a regime trains on; ``synthetic`` marks generated images."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    synthetic: np.ndarray
+    class_weight: dict | None
+    counts: dict          # "real"/"synthetic" -> {class: n}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> dict:
+    """``w_k = N / (K n_k)`` (classes without examples get weight 1)."""
+    n = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    total = n.sum()
+    return {k: float(total / (num_classes * n[k])) if n[k] > 0 else 1.0 for k in range(num_classes)}
+
+
+def synthetic_count(train: Split, regime: str, num_synthetic: int, positive: int) -> int:
+    """S for the synthetic regimes (see the module docstring); 0 for the others."""
+    if not regime.startswith("synthetic"):
+        return 0
+    if num_synthetic > 0:
+        return num_synthetic
+    counts = np.bincount(train.labels, minlength=positive + 1)
+    largest_other = max(int(c) for k, c in enumerate(counts) if k != positive)
+    if regime == "synthetic":
+        return max(largest_other - int(counts[positive]), 0)
+    return largest_other
+
+
+def build_training_set(train: Split, regime: str, class_names, seed: int = 0,
+                       synthetic_images: np.ndarray | None = None) -> TrainingSet:
+    """The training set of ``regime`` (see the module docstring). ``synthetic_images``: the S
+    generated melanoma for the synthetic regimes (``synthetic_count`` says how many)."""
+    k = len(class_names)
+    pos = list(class_names).index(MELANOMA)
+    images, labels = train.images, train.labels
+    synth = np.zeros(len(labels), bool)
+    weights = None
+    if regime == "baseline":
+        pass
+    elif regime == "class_weights":
+        weights = class_weights(labels, k)
+    elif regime == "oversample":
+        counts = np.bincount(labels, minlength=k)
+        target = counts.max()
+        rng = np.random.default_rng([seed, 7002])
+        extra = [rng.choice(np.flatnonzero(labels == c), size=target - counts[c], replace=True)
+                 for c in range(k) if 0 < counts[c] < target]
+        if extra:
+            idx = np.concatenate([np.arange(len(labels))] + extra)
+            images, labels, synth = images[idx], labels[idx], synth[idx]
+    elif regime in ("synthetic", "synthetic_only"):
+        if synthetic_images is None:
+            raise UserError(f"--regime={regime} needs generated melanoma (--synthetic=PATH)")
+        if regime == "synthetic_only":
+            keep = labels != pos
+            images, labels, synth = images[keep], labels[keep], synth[keep]
+        s = len(synthetic_images)
+        if s and synthetic_images.shape[1:] != images.shape[1:]:
+            raise ValueError(f"synthetic images {synthetic_images.shape[1:]} vs real {images.shape[1:]}")
+        images = np.concatenate([images, synthetic_images.astype(np.uint8)])
+        labels = np.concatenate([labels, np.full(s, pos, np.int32)])
+        synth = np.concatenate([synth, np.ones(s, bool)])
+    else:
+        raise UserError(f"--regime={regime}: unknown")
+    counts = {"real": {n: int(((labels == c) & ~synth).sum()) for c, n in enumerate(class_names)},
+              "synthetic": {n: int(((labels == c) & synth).sum()) for c, n in enumerate(class_names)}}
+    return TrainingSet(images, labels.astype(np.int32), synth, weights, counts)
+
+
+def train_dataset(ts: TrainingSet, batch_size: int, seed: int, flip_augment: bool = True):
+    """Shuffled, repeated batches (images float32 [-1, 1], labels int32[, sample weights])."""
+    import tensorflow as tf
+
+    from melano_tf.data.pipeline import augment_image
+    ds = tf.data.Dataset.from_tensor_slices((ts.images, ts.labels))
+    ds = ds.shuffle(len(ts), seed=seed, reshuffle_each_iteration=True).repeat()
+    if flip_augment:
+        ds = ds.enumerate().map(
+            lambda i, el: (augment_image(el[0], tf.stack([tf.constant(seed, tf.int64), i])), el[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    if ts.class_weight is not None:
+        w = tf.constant([ts.class_weight[c] for c in range(len(ts.class_weight))], tf.float32)
+        ds = ds.map(lambda x, y: (x, y, tf.gather(w, y)))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    scale = lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0
+    if ts.class_weight is not None:
+        ds = ds.map(lambda x, y, w_: (scale(x), y, w_), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [-1, 1] (the classifier's input)."""
+    return images.astype(np.float32) / 127.5 - 1.0

@@ -1,0 +1,177 @@
+"""Classification metrics in pure numpy, melanoma as the positive class.
+
+Notation: ``y`` true labels in {0..K-1}, ``yhat = argmax_k p_k`` predicted labels, ``s`` the
+melanoma score ``p_melanoma``, P the melanoma index. With the confusion matrix
+``C[i, j] = #{y = i, yhat = j}`` (rows: truth, columns: prediction), N = sum C:
+
+* accuracy = trace(C) / N
+* balanced accuracy = (1 / |K'|) sum_{k in K'} C[k, k] / sum_j C[k, j], K' = classes present in y
+* sensitivity (melanoma recall) = TP / (TP + FN), TP = C[P, P], FN = sum_j C[P, j] - TP
+* specificity = TN / (TN + FP), FP = sum_i C[i, P] - TP, TN = N - TP - FN - FP
+  (for K > 2 "negative" is every non-melanoma class: melanoma vs rest)
+* ROC AUC = P(s+ > s-) + P(s+ = s-) / 2 (Mann-Whitney U with tie-averaged ranks):
+  ``AUC = (R+ - n+ (n+ + 1) / 2) / (n+ n-)``, R+ the rank sum of the positives; equal to the
+  trapezoidal area under the ROC curve.
+* PR AUC as average precision: ``AP = sum_k (R_k - R_{k-1}) P_k`` over the distinct score
+  thresholds taken in decreasing order (R recall, P precision at threshold k; R_0 = 0); a step
+  integral, no interpolation.
+
+A metric whose denominator is empty (e.g. AUC with one class present) is ``None``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """``C[i, j]`` = number of examples of true class i predicted as j; int64 (K, K)."""
+    y_true = np.asarray(y_true, np.int64).ravel()
+    y_pred = np.asarray(y_pred, np.int64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name} has labels outside 0..{num_classes - 1}")
+    c = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(c, (y_true, y_pred), 1)
+    return c
+
+
+def _ratio(num: float, den: float):
+    return None if den == 0 else float(num) / float(den)
+
+
+def accuracy(c: np.ndarray):
+    return _ratio(np.trace(c), c.sum())
+
+
+def balanced_accuracy(c: np.ndarray):
+    support = c.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return None
+    return float(np.mean(np.diag(c)[present] / support[present]))
+
+
+def sensitivity_specificity(c: np.ndarray, positive: int) -> tuple:
+    """(TP / (TP + FN), TN / (TN + FP)) of class ``positive`` against all others."""
+    tp = c[positive, positive]
+    fn = c[positive].sum() - tp
+    fp = c[:, positive].sum() - tp
+    tn = c.sum() - tp - fn - fp
+    return _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of x, ties given the mean of the ranks they span."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    ranks = np.empty(len(x), np.float64)
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and xs[j + 1] == xs[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def roc_auc(is_positive, scores):
+    """Area under the ROC curve by the Mann-Whitney statistic (see the module docstring)."""
+    pos = np.asarray(is_positive, bool).ravel()
+    s = np.asarray(scores, np.float64).ravel()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    r_pos = _ranks(s)[pos].sum()
+    return float((r_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _threshold_counts(pos: np.ndarray, s: np.ndarray):
+    """Cumulative (TP, FP) at each distinct threshold, scores in decreasing order."""
+    order = np.argsort(-s, kind="mergesort")
+    s, pos = s[order], pos[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # last index of each distinct score
+    tp = np.cumsum(pos)[last]
+    fp = np.cumsum(~pos)[last]
+    return tp.astype(np.float64), fp.astype(np.float64), s[last]
+
+
+def roc_curve(is_positive, scores):
+    """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf; predict positive iff s >= t."""
+    pos = np.asarray(is_positive, bool).ravel()
+    s = np.asarray(scores, np.float64).ravel()
+    tp, fp, thr = _threshold_counts(pos, s)
+    n_pos, n_neg = max(int(pos.sum()), 1), max(int((~pos).sum()), 1)
+    return (np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos], np.r_[np.inf, thr])
+
+
+def average_precision(is_positive, scores):
+    """PR AUC as average precision (see the module docstring); None without positives."""
+    pos = np.asarray(is_positive, bool).ravel()
+    s = np.asarray(scores, np.float64).ravel()
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return None
+    tp, fp, _ = _threshold_counts(pos, s)
+    recall = tp / n_pos
+    precision = tp / (tp + fp)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def evaluate(y_true, probabilities, class_names, positive: str = "melanoma") -> dict:
+    """All metrics of one test set; ``probabilities`` (N, K). JSON-ready dict."""
+    p = np.asarray(probabilities, np.float64)
+    y = np.asarray(y_true, np.int64).ravel()
+    k = len(class_names)
+    if p.ndim != 2 or p.shape != (len(y), k):
+        raise ValueError(f"probabilities {p.shape}: expected ({len(y)}, {k})")
+    pi = list(class_names).index(positive)
+    c = confusion_matrix(y, np.argmax(p, axis=1), k)
+    sens, spec = sensitivity_specificity(c, pi)
+    is_pos, score = y == pi, p[:, pi]
+    return {
+        "num_examples": int(len(y)),
+        "num_positive": int(is_pos.sum()),
+        "positive_class": positive,
+        "class_names": list(class_names),
+        "accuracy": accuracy(c),
+        "balanced_accuracy": balanced_accuracy(c),
+        "sensitivity": sens,
+        "specificity": spec,
+        "roc_auc": roc_auc(is_pos, score),
+        "pr_auc": average_precision(is_pos, score),
+        "confusion_matrix": c.tolist(),
+    }
+
+
+def roc_plot(path: str, curves: dict, title: str = "ROC, melanoma vs rest") -> str:
+    """PNG of ROC curves; ``curves``: label -> (is_positive, scores). Written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="chance")
+    for label, (is_pos, scores) in curves.items():
+        fpr, tpr, _ = roc_curve(is_pos, scores)
+        auc = roc_auc(is_pos, scores)
+        ax.plot(fpr, tpr, lw=1.5,
+                label=f"{label} (AUC {auc:.3f})" if auc is not None else label)
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
