@@ -46,14 +46,14 @@ class ExperimentConfig:
     data_dir: str | None = None
     resolution: int = 32
     data_seed: int = 0
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     regimes: tuple[str, ...] = REGIMES
     phantom_counts: tuple[tuple[str, int], ...] = (("melanoma", 300), ("nevus", 1000),
                                                    ("seborrheic_keratosis", 400))
     imbalance: float = 20.0
     num_synthetic: int = 0
     gan_scheme: str = "dcgan"
-    gan_steps: int = 1500
+    gan_steps: int = 2000
     gan_batch_size: int = 32
     gan_latent_dim: int = 64
     gan_base_filters: int = 128
