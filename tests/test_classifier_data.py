@@ -86,6 +86,22 @@ def test_load_folder_resizes_and_counts(tmp_path):
         D.load_synthetic(str(tmp_path / "missing"), 1, 16)
 
 
+def test_folder_manifest_of_synthesize_selects_melanoma(tmp_path):
+    import json
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:06d}.png")
+    classes = ["nevus", "melanoma", "seborrheic_keratosis", "melanoma"]
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"images": [{"file": f"{i:06d}.png", "label": 0, "class": c} for i, c in enumerate(classes)]}))
+    imgs = D.load_synthetic(str(tmp_path), None, 8)
+    assert imgs[:, 0, 0, 0].tolist() == [40, 120]
+    (tmp_path / "manifest.json").write_text(json.dumps({"images": [{"file": "000000.png", "class": "nevus"}]}))
+    with pytest.raises(UserError, match="no melanoma"):
+        D.load_synthetic(str(tmp_path), None, 8)
+    (tmp_path / "manifest.json").write_text(json.dumps({"images": [{"file": "000002.png", "class": None}]}))
+    assert D.load_synthetic(str(tmp_path), None, 8)[:, 0, 0, 0].tolist() == [80]
+
+
 class _FakeGenerator(tf.Module):
     """A stand-in generator SavedModel: image value = seed-dependent constant, 8 px."""
 

@@ -189,15 +189,43 @@ def list_images(folder: str) -> list[str]:
     return sorted(found)
 
 
+def folder_melanoma(folder: str) -> list[str]:
+    """The melanoma images of a folder, sorted.
+
+    A ``manifest.json`` as ``bin/synthesize`` writes (``{"images": [{"file", "class"}, ...]}``)
+    selects the images whose class is melanoma (all of them when the generator was unconditional,
+    i.e. every class is null); without one, every image in the folder counts as melanoma.
+    """
+    import json
+    manifest = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(manifest):
+        return list_images(folder)
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            entries = json.load(f)["images"]
+        classes = [e.get("class") for e in entries]
+        files = [os.path.join(folder, os.path.basename(e["file"])) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{manifest}: unreadable ({type(e).__name__}: {e})") from None
+    if all(c is None for c in classes):
+        return sorted(files)
+    picked = sorted(f for f, c in zip(files, classes) if c == MELANOMA)
+    if not picked:
+        raise UserError(f"{manifest}: no melanoma among the generated images (classes: "
+                        f"{', '.join(sorted({str(c) for c in classes}))}); synthesize with --class=melanoma")
+    return picked
+
+
 def load_folder(folder: str, count: int | None, resolution: int) -> np.ndarray:
-    """The first ``count`` (None: all) images of a folder, centre-cropped and resized, uint8."""
+    """The first ``count`` (None: all) melanoma images of a folder (see ``folder_melanoma``),
+    centre-cropped and resized, uint8."""
     from melano_tf.data import decode
-    paths = list_images(folder)
+    paths = folder_melanoma(folder)
     if not paths:
         raise UserError(f"--synthetic={folder}: no PNG/JPEG images in the folder")
     if count is not None:
         if count > len(paths):
-            raise UserError(f"--num_synthetic={count}: {folder} holds only {len(paths)} images")
+            raise UserError(f"--num_synthetic={count}: {folder} holds only {len(paths)} melanoma images")
         paths = paths[:count]
     images = []
     for p in paths:

@@ -152,7 +152,7 @@ def synthetic_for(config: ClassifierConfig, train: cdata.Split, class_names) -> 
     n = cdata.synthetic_count(train, config.regime, config.num_synthetic, pos)
     path = config.synthetic
     if not cdata.is_saved_model(path or "") and config.num_synthetic == 0 and path and os.path.isdir(path):
-        available = len(cdata.list_images(path))
+        available = len(cdata.folder_melanoma(path))
         if available < n:
             _say(f"{path}: {available} images, fewer than the {n} that would balance; using all")
             n = available
