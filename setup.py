@@ -14,6 +14,8 @@ BINARIES = {
     "train_classifier": "melano_tf.cli.train_classifier:run",
     "imbalance_experiment": "melano_tf.cli.imbalance_experiment:run",
     "serving_client": "melano_tf.cli.serving_client:run",
+    "synthesize": "melano_tf.cli.synthesize:run",
+    "evaluate": "melano_tf.cli.evaluate:run",
 }
 
 setup(

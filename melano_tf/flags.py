@@ -254,3 +254,39 @@ def define_serving_client_flags() -> None:
     flags.DEFINE_boolean("dry_run", False, "Print the request instead of sending it.")
     flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server.")
     flags.DEFINE_string("output_dir", None, "Write the response (JSON, and PNGs of generated images) here.")
+
+
+# ---------------------------------------------------------------------------- synthesize / evaluate (issue 4)
+
+@_once
+def define_synthesize_flags() -> None:
+    """Flags of bin/synthesize."""
+    flags.DEFINE_string("model_dir", None, "Run folder whose saved_model/ draws the images.")
+    flags.DEFINE_string("saved_model", None, "A generator SavedModel folder (instead of --model_dir).")
+    flags.DEFINE_integer("num_images", 64, "Images to draw.")
+    flags.DEFINE_string("out", None, "Folder for the PNG files and manifest.json. Required.")
+    flags.DEFINE_string("class", None, "Class to draw from a conditional generator (name or index); "
+                        "default: the training set's class proportions.")
+    _define_missing("integer", "seed", 0, "Seed: batch j uses seed * 1000003 + j.")
+    _define_missing("integer", "batch_size", 32, "Images per call of the generator.")
+
+
+@_once
+def define_eval_flags() -> None:
+    """Flags of bin/evaluate."""
+    flags.DEFINE_multi_string("model_dir", [], "Run folder to evaluate; repeat for several runs "
+                              "(shown side by side).")
+    _define_missing("string", "data_dir", None, "Real images: a prepared cache (manifest.json) or an image "
+                    "source prepared at the runs' resolution. Default: the first run's cache/.")
+    flags.DEFINE_integer("num_samples", 2000, "Synthetic images per run (compare runs at equal counts).")
+    flags.DEFINE_integer("max_real", 10000, "At most this many real training images.")
+    flags.DEFINE_string("out", None, "Folder for metrics.json, plots and report.html. Required.")
+    flags.DEFINE_list("features", ["inception", "random_conv"], "Feature extractors for FID/KID/memorization, "
+                      "first available wins: inception, classifier:PATH, random_conv.")
+    flags.DEFINE_string("inception_weights", None, "InceptionV3 no-top ImageNet weights (.h5); default: "
+                        "Keras' cache. Never downloaded.")
+    flags.DEFINE_string("stats_dir", None, "Cache of real-set features (default ~/.cache/melano_tf/stats).")
+    flags.DEFINE_integer("msssim_pairs", 1000, "Random pairs for MS-SSIM, per set.")
+    flags.DEFINE_integer("kid_subset_size", 1000, "KID subset size (subsets: 100).")
+    _define_missing("integer", "seed", 0, "Seed of sampling, pair and patch choices.")
+    _define_missing("integer", "batch_size", 32, "Images per call of a generator.")

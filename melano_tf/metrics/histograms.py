@@ -195,6 +195,10 @@ def plot_histograms(real, fake, path: str, spaces=SPACES, bins: dict | None = No
             ax.fill_between(centres, h_real[s][c], step="mid", alpha=0.35, color="0.3", label=real_label)
             for name, h in h_fakes.items():
                 ax.plot(centres, h[s][c], drawstyle="steps-mid", linewidth=1.2, label=name)
+            # the y range follows the real histogram, so a collapsed run's spike does not flatten it
+            peak = max(float(h_real[s][c].max()), 1e-12)
+            top = max(float(h[s][c].max()) for h in [h_real] + list(h_fakes.values()))
+            ax.set_ylim(0, min(top, 2.5 * peak) * 1.05)
             ax.set_title(f"{s.upper()} {ch}", fontsize=10)
             ax.set_xlim(edges[0], edges[-1])
             ax.tick_params(labelsize=8)

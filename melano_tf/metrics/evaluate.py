@@ -1,0 +1,259 @@
+"""Evaluate one or several trained generators against the same real set: every metric, plots, report.
+
+Real side (computed once, shared by all runs): the training split of the cache (at most
+``max_real`` images) is the reference for histograms, SWD, FID/KID and memorization; validation +
+test images are the held-out reference of memorization. Its features are cached on disk, keyed by
+the cache's content hash and the extractor (:func:`melano_tf.metrics.fid.cached_activations`).
+
+Per run: ``num_samples`` images from ``RUN/saved_model`` (a conditional generator in its training
+class proportions), then every metric of :mod:`melano_tf.metrics`. Output folder::
+
+    metrics.json            settings, real-set references, per-run metrics, timings
+    report.html             one self-contained page (images embedded)
+    histograms.png          colour histograms, real vs every run
+    real_samples.png        64 real training images
+    <run>/samples.png       64 samples;  <run>/nn_pixel.png, nn_feature.png  closest pairs;
+    <run>/nn_distances.png  sample->train vs real->train nearest-neighbour distances
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from melano_tf import viz
+from melano_tf.errors import UserError
+from melano_tf.metrics import features as feats
+from melano_tf.metrics import fid, histograms, memorization, msssim, sampling, swd
+
+GRID_IMAGES = 64
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclasses.dataclass
+class RealSet:
+    cache_dir: str
+    content_hash: str
+    class_names: tuple[str, ...]
+    train: np.ndarray
+    heldout: np.ndarray
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train.shape[1])
+
+
+def load_split(cache_dir: str, split: str, max_count: int | None = None) -> np.ndarray:
+    """uint8 images of a cache split, in the cache's order (empty array when the split is empty)."""
+    from melano_tf.data import pipeline
+    from melano_tf.data.cache import load_manifest
+    m = load_manifest(cache_dir)
+    if m.counts.get(split, 0) == 0:
+        return np.zeros((0, m.resolution, m.resolution, 3), np.uint8)
+    ds = pipeline.make_dataset(cache_dir, split, 64, shuffle=False, repeat=False, augment=False,
+                               drop_remainder=False)
+    out, n = [], 0
+    for x, _ in ds:
+        out.append(viz.to_uint8(x.numpy()))
+        n += len(out[-1])
+        if max_count and n >= max_count:
+            break
+    return np.concatenate(out)[:max_count]
+
+
+def resolve_cache(data_dir: str | None, runs: list[str], resolution: int, out: str, seed: int = 0) -> str:
+    """The cache of real images: ``data_dir`` if it is one, else ``data_dir`` prepared into
+    ``out/cache``; without ``data_dir`` the first run's ``cache/``."""
+    if data_dir is None:
+        cache_dir = os.path.join(runs[0], "cache")
+        if not os.path.isfile(os.path.join(cache_dir, "manifest.json")):
+            raise UserError(f"--model_dir={runs[0]}: no cache/ with a manifest.json; give --data_dir")
+        return cache_dir
+    if not os.path.isdir(data_dir):
+        raise UserError(f"--data_dir={data_dir}: no such folder")
+    if os.path.isfile(os.path.join(data_dir, "manifest.json")):
+        return data_dir
+    from melano_tf.data import cache, readers
+    source = readers.read_source(data_dir, "auto")
+    return cache.prepare(source, os.path.join(out, "cache"), resolution=resolution, seed=seed).cache_dir
+
+
+def load_real(cache_dir: str, max_real: int) -> RealSet:
+    from melano_tf.data.cache import load_manifest
+    m = load_manifest(cache_dir)
+    train = load_split(cache_dir, "train", max_real)
+    if len(train) < 4:
+        raise UserError(f"{cache_dir}: {len(train)} training images; the metrics need at least 4")
+    held = [load_split(cache_dir, s) for s in ("validation", "test")]
+    return RealSet(cache_dir, m.content_hash, tuple(m.class_names), train, np.concatenate(held))
+
+
+def _unique_names(gens) -> list[str]:
+    names, seen = [], {}
+    for g in gens:
+        n = g.name
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return names
+
+
+class _Timer:
+    def __init__(self):
+        self.times = {}
+
+    def __call__(self, name):
+        timer = self
+
+        class _T:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.t0
+        return _T()
+
+
+def evaluate(model_dirs: list[str], out: str, data_dir: str | None = None, num_samples: int = 2000,
+             max_real: int = 10000, features_spec=feats.DEFAULT_SPECS, inception_weights: str | None = None,
+             stats_dir: str | None = None, msssim_pairs: int = msssim.NUM_PAIRS,
+             kid_subset_size: int = fid.SUBSET_SIZE, seed: int = 0, batch_size: int = 32,
+             progress: bool = True) -> dict:
+    """Evaluate every run in ``model_dirs``; writes ``out/metrics.json``, plots, ``report.html``.
+
+    Returns the content of metrics.json. UserError for unusable runs or data.
+    """
+    if not model_dirs:
+        raise UserError("give at least one --model_dir=RUN")
+    if num_samples < 4:
+        raise UserError(f"--num_samples={num_samples}: need at least 4")
+    t_all = time.perf_counter()
+    timer = _Timer()
+    os.makedirs(out, exist_ok=True)
+    gens = [sampling.load_generator(model_dir=d) for d in model_dirs]
+    names = _unique_names(gens)
+    res = {int(g.config.get("data", {}).get("resolution", 0)) for g in gens} - {0}
+    if len(res) > 1:
+        raise UserError(f"runs of different resolutions ({', '.join(map(str, sorted(res)))} px) cannot be "
+                        "compared on one real set; evaluate them separately")
+
+    with timer("load real images"):
+        resolution = res.pop() if res else 256
+        cache_dir = resolve_cache(data_dir, model_dirs, resolution, out, seed)
+        real = load_real(cache_dir, max_real)
+    if res and real.resolution != resolution:
+        raise UserError(f"{cache_dir}: images are {real.resolution} px, the runs {resolution} px; "
+                        "give a --data_dir prepared at the runs' resolution")
+    _say(f"real: {len(real.train)} training + {len(real.heldout)} held-out images at {real.resolution} px "
+         f"from {cache_dir}")
+    ex = feats.get_extractor(features_spec, inception_weights, log=_say)
+    _say(f"features: {ex.name}" + (f" ({ex.note})" if ex.note else ""))
+
+    with timer("real features"):
+        key = {"content_hash": real.content_hash, "extractor": ex.key, "count": len(real.train),
+               "resolution": real.resolution}
+        act_train, hit = fid.cached_activations({**key, "split": "train"}, lambda: ex(real.train), stats_dir)
+        act_held = None
+        if len(real.heldout):
+            act_held, _ = fid.cached_activations({**key, "split": "heldout", "count": len(real.heldout)},
+                                                 lambda: ex(real.heldout), stats_dir)
+    _say(f"real features: {'cached' if hit else 'computed'} ({act_train.shape[1]}-d)")
+
+    resolutions = swd.pyramid_resolutions(real.resolution)
+    with timer("real references"):
+        h_real = histograms.color_histograms(real.train)
+        d_real = swd.descriptors(real.train, seed)
+        ref = {}
+        ref.update(swd.floor_from_descriptors(d_real, resolutions, seed))
+        ref.update({k.replace("swd_floor/", "swd_realnorm_floor/"): v for k, v in
+                    swd.floor_from_descriptors(d_real, resolutions, seed, "real").items()})
+        m, s = msssim.mean_pair_msssim(real.train, msssim_pairs, seed + 1)
+        ref.update({"msssim/real": m, "msssim/real_std": s})
+        # FID of two halves of the real set: its sampling floor at half the count
+        half = len(act_train) // 2
+        if half >= 2:
+            order = np.random.default_rng(seed).permutation(len(act_train))
+            ref["fid_floor"] = fid.fid_from_activations(act_train[order[:half]], act_train[order[half:2 * half]])
+    viz.save_png(os.path.join(out, "real_samples.png"), viz.grid(real.train[:GRID_IMAGES]))
+
+    runs, h_fakes = {}, {}
+    for name, gen in zip(names, gens):
+        _say(f"--- {name} ({gen.scheme})")
+        with timer(f"{name}: sampling"):
+            labels = sampling.plan_labels(num_samples, None, sampling.training_proportions(gen), gen.conditional)
+            samples, _ = sampling.sample_all(gen, num_samples, seed, batch_size, labels, progress, "sampling")
+        if samples.shape[1:] != real.train.shape[1:]:
+            raise UserError(f"{name}: samples are {samples.shape[1]} px, real images {real.resolution} px")
+        run_dir = os.path.join(out, name)
+        viz.save_png(os.path.join(run_dir, "samples.png"), viz.grid(samples[:GRID_IMAGES]))
+        mets = {}
+        with timer(f"{name}: histograms"):
+            h_fakes[name] = histograms.color_histograms(samples)
+            mets.update(histograms.histogram_distances(h_real, h_fakes[name]))
+        with timer(f"{name}: swd"):
+            d_fake = swd.descriptors(samples, seed + 1)
+            mets.update(swd.swd_from_descriptors(d_real, d_fake, resolutions, seed))
+            mets.update({k.replace("swd/", "swd_realnorm/"): v for k, v in
+                         swd.swd_from_descriptors(d_real, d_fake, resolutions, seed, "real").items()})
+            del d_fake
+        with timer(f"{name}: ms-ssim"):
+            m, s = msssim.mean_pair_msssim(samples, msssim_pairs, seed)
+            mets.update({"msssim/fake": m, "msssim/fake_std": s})
+        with timer(f"{name}: features, fid, kid"):
+            act_fake = ex(samples)
+            mets["fid"] = fid.fid_from_activations(act_train, act_fake)
+            mets["kid"], mets["kid_std"] = fid.kid_from_activations(act_train, act_fake,
+                                                                    subset_size=kid_subset_size, seed=seed)
+        with timer(f"{name}: memorization"):
+            spaces = memorization.memorization_spaces(real.train, samples, real.heldout, act_train=act_train,
+                                                      act_heldout=act_held, act_samples=act_fake)
+            for space, r in spaces.items():
+                mets.update(r.summary(f"mem/{space}"))
+                viz.save_png(os.path.join(run_dir, f"nn_{space}.png"),
+                             memorization.nn_grid(samples, real.train, r, k=16))
+            memorization.plot_distances(spaces, os.path.join(run_dir, "nn_distances.png"), name)
+        runs[name] = {"run_dir": gen.run_dir, "scheme": gen.scheme, "saved_model": gen.path,
+                      "conditional": gen.conditional, "num_samples": int(len(samples)),
+                      "metrics": mets,
+                      "images": {"samples": f"{name}/samples.png", "nn_pixel": f"{name}/nn_pixel.png",
+                                 "nn_feature": f"{name}/nn_feature.png",
+                                 "nn_distances": f"{name}/nn_distances.png"}}
+        _say(f"{name}: FID {mets['fid']:.2f}  KID {mets['kid']:.4f}  SWD {mets['swd/mean']:.1f} "
+             f"(floor {ref['swd_floor/mean']:.1f})  MS-SSIM {mets['msssim/fake']:.3f} "
+             f"(real {ref['msssim/real']:.3f})  memorised {mets['mem/pixel/frac_below_real_min']:.0%}")
+        del samples
+
+    with timer("plots"):
+        histograms.plot_histograms(h_real, h_fakes, os.path.join(out, "histograms.png"))
+    result = {
+        "settings": {"num_samples": num_samples, "seed": seed, "batch_size": batch_size,
+                     "features": ex.name, "features_key": ex.key, "features_note": ex.note,
+                     "msssim_pairs": msssim_pairs, "kid_subset_size": kid_subset_size,
+                     "msssim_power_factors": list(msssim.scales_for(real.resolution)),
+                     "swd_levels": resolutions},
+        "real": {"cache_dir": os.path.abspath(cache_dir), "content_hash": real.content_hash,
+                 "resolution": real.resolution, "train_images": int(len(real.train)),
+                 "heldout_images": int(len(real.heldout)), "metrics": ref,
+                 "images": {"samples": "real_samples.png", "histograms": "histograms.png"}},
+        "runs": runs,
+        "seconds": {**{k: round(v, 2) for k, v in timer.times.items()},
+                    "total": round(time.perf_counter() - t_all, 2)},
+        "command": " ".join(sys.argv),
+    }
+    path = os.path.join(out, "metrics.json")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    from melano_tf.metrics import report
+    html = report.write_report(result, out)
+    _say(f"wrote {path}, {html} ({result['seconds']['total']:.0f} s)")
+    return result
