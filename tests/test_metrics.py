@@ -266,3 +266,12 @@ def test_registry_names_and_unknown():
     assert set(metrics.METRICS) == {"histograms", "swd", "msssim", "fid", "kid", "memorization"}
     with pytest.raises(ValueError, match="choose from"):
         metrics.compute("nope", None, None)
+
+
+def test_online_evaluator_ranks_closer_samples_better(lesions):
+    from melano_tf.metrics import online
+    ev = online.OnlineEvaluator(lesions[:24])
+    good, bad = ev(lesions[24:48]), ev(_gamma(lesions[24:48], 2.5))
+    assert set(good) == {"eval/swd", "eval/swd_floor", "eval/kid"}
+    assert good["eval/swd"] < bad["eval/swd"] and good["eval/kid"] < bad["eval/kid"]
+    assert online.best({100: bad, 200: good, 300: {"eval/kid": float("nan")}}) == 200
