@@ -15,6 +15,8 @@ from melano_tf.classify import experiment as exp
 from melano_tf.classify.config import REGIMES, ClassifierConfig
 from melano_tf.data import phantom
 
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras save_weights
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = {"melanoma": 20, "nevus": 36, "seborrheic_keratosis": 8}
 

@@ -334,19 +334,24 @@ def train_dataset(ts: TrainingSet, batch_size: int, seed: int, flip_augment: boo
     from melano_tf.data.pipeline import augment_image
     ds = tf.data.Dataset.from_tensor_slices((ts.images, ts.labels))
     ds = ds.shuffle(len(ts), seed=seed, reshuffle_each_iteration=True).repeat()
+    weights = None
+    if ts.class_weight is not None:
+        weights = tf.constant([ts.class_weight[c] for c in range(len(ts.class_weight))], tf.float32)
+
+    def augment(i, element):
+        image, label = element
+        return augment_image(image, tf.stack([tf.constant(seed, tf.int64), i])), label
+
+    def scale(images, labels):
+        x = tf.cast(images, tf.float32) / 127.5 - 1.0
+        if weights is None:
+            return x, labels
+        return x, labels, tf.gather(weights, labels)
+
     if flip_augment:
-        ds = ds.enumerate().map(
-            lambda i, el: (augment_image(el[0], tf.stack([tf.constant(seed, tf.int64), i])), el[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    if ts.class_weight is not None:
-        w = tf.constant([ts.class_weight[c] for c in range(len(ts.class_weight))], tf.float32)
-        ds = ds.map(lambda x, y: (x, y, tf.gather(w, y)))
+        ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
-    scale = lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0
-    if ts.class_weight is not None:
-        ds = ds.map(lambda x, y, w_: (scale(x), y, w_), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(scale, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
