@@ -62,6 +62,8 @@ def _application(backbone: str, resolution: int, num_classes: int, weights: str 
                  dropout: float) -> keras.Model:
     if resolution < 32:
         raise UserError(f"--resolution={resolution}: {backbone} needs at least 32 px")
+    if weights and not os.path.isfile(weights):
+        raise UserError(f"--backbone_weights={weights}: no such file")
     image = keras.Input((resolution, resolution, 3), name="image")
     if backbone == "efficientnet_b0":
         x = keras.layers.Rescaling(127.5, offset=127.5, name="to_0_255")(image)
@@ -72,8 +74,6 @@ def _application(backbone: str, resolution: int, num_classes: int, weights: str 
         base = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
                                            input_shape=(resolution, resolution, 3))
     if weights:
-        if not os.path.isfile(weights):
-            raise UserError(f"--backbone_weights={weights}: no such file")
         try:
             base.load_weights(weights)
         except Exception as e:  # noqa: BLE001  (h5py/keras raise many kinds)

@@ -9,8 +9,9 @@ Run folder (``model_dir``)::
     model.weights.h5         trained weights
     saved_model/             the classifier SavedModel (see ``melano_tf.classify.export``)
 
-Optimisation: Adam, learning rate with cosine decay to 0 over ``train_steps``, sparse
-categorical cross-entropy (per-example weights in the ``class_weights`` regime), float32
+Optimisation: Adam with cosine decay ``lr_t = lr_0 (1 + cos(pi t / T)) / 2`` over T =
+``train_steps``; loss ``-(1/B) sum_i w_{y_i} log p_{y_i}(x_i)`` (sparse categorical
+cross-entropy; ``w = 1`` except in the ``class_weights`` regime); float32
 (whatever global precision policy an earlier GAN run in the same process left).
 The test split is never used for any choice: the model after the last step is evaluated.
 """
