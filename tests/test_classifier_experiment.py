@@ -35,7 +35,12 @@ def experiment(phantoms, tmp_path_factory):
         gan_scheme="dcgan", gan_steps=2, gan_batch_size=4, gan_latent_dim=16, gan_base_filters=32,
         classifier_steps=2, classifier=ClassifierConfig(batch_size=8, width=4),
         export_base=str(out / "export"))
-    return conf, exp.run_experiment(conf)
+    import keras
+    policy = keras.mixed_precision.global_policy().name
+    try:
+        return conf, exp.run_experiment(conf)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)   # the GAN run sets its own
 
 
 def test_every_regime_trains_and_is_tabled(experiment):

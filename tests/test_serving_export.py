@@ -72,11 +72,16 @@ def run_fresh(path, calls, out_dir):
     return json.loads(line[7:]), arrays
 
 
-def saved_model_cli(path) -> str:
-    proc = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", path], capture_output=True, text=True,
-                          timeout=180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+def start_saved_model_cli(path) -> subprocess.Popen:
+    """``saved_model_cli show --all`` in the background (it runs beside the fresh-process check)."""
+    return subprocess.Popen([SAVED_MODEL_CLI, "show", "--all", "--dir", path], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def saved_model_cli_output(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-2000:]
+    return out
 
 
 def signature_block(text: str, name: str) -> str:
@@ -106,8 +111,9 @@ def classifier(tmp_path_factory):
     return model, path
 
 
-def test_classifier_fresh_process_reproduces_outputs(classifier, tmp_path):
+def test_classifier_fresh_process_and_saved_model_cli(classifier, tmp_path):
     model, path = classifier
+    cli = start_saved_model_cli(path)
     rng = np.random.default_rng(1)
     blobs = [_encoded(rng, 48, 64, "JPEG"), _encoded(rng, 32, 32, "PNG"), _encoded(rng, 90, 50, "PNG")]
     np.save(tmp_path / "blobs.npy", np.array(blobs, dtype=object), allow_pickle=True)
@@ -131,6 +137,17 @@ def test_classifier_fresh_process_reproduces_outputs(classifier, tmp_path):
     np.testing.assert_allclose(out["floats.probabilities"], model(images, training=False).numpy(),
                                rtol=1e-5, atol=1e-6)
 
+    text = saved_model_cli_output(cli)
+    sd = signature_block(text, "serving_default")
+    assert "inputs['image_bytes'] tensor_info:" in sd and "dtype: DT_STRING" in sd and "shape: (-1)" in sd
+    assert "outputs['probabilities'] tensor_info:" in sd and "shape: (-1, 2)" in sd
+    assert "outputs['classes'] tensor_info:" in sd
+    ci = signature_block(text, "classify_images")
+    assert "inputs['images'] tensor_info:" in ci and f"shape: (-1, {RES}, {RES}, 3)" in ci
+    assert "dtype: DT_FLOAT" in ci
+    with open(os.path.join(path, cexport.INFO_FILE)) as f:
+        assert json.load(f)["class_names"] == list(NAMES)
+
 
 def test_graph_preprocessing_matches_training_cache():
     from melano_tf.data import decode
@@ -146,20 +163,6 @@ def test_graph_preprocessing_matches_training_cache():
     a = cexport.decode_and_resize(tf.constant(buf.getvalue()), RES).numpy()
     b = decode.preprocess(buf.getvalue(), RES) / 127.5 - 1.0
     assert np.abs(a - b).max() < 0.05                       # resize kernels differ, slightly
-
-
-def test_classifier_saved_model_cli(classifier):
-    _, path = classifier
-    text = saved_model_cli(path)
-    sd = signature_block(text, "serving_default")
-    assert "inputs['image_bytes'] tensor_info:" in sd and "dtype: DT_STRING" in sd and "shape: (-1)" in sd
-    assert "outputs['probabilities'] tensor_info:" in sd and "shape: (-1, 2)" in sd
-    assert "outputs['classes'] tensor_info:" in sd
-    ci = signature_block(text, "classify_images")
-    assert "inputs['images'] tensor_info:" in ci and f"shape: (-1, {RES}, {RES}, 3)" in ci
-    assert "dtype: DT_FLOAT" in ci
-    with open(os.path.join(path, cexport.INFO_FILE)) as f:
-        assert json.load(f)["class_names"] == list(NAMES)
 
 
 def test_garbage_bytes_in_process(classifier):
@@ -190,6 +193,7 @@ def test_generator_fresh_process_reproduces_outputs(tmp_path):
         path = gexport.export_generator(gan, str(tmp_path / "saved_model"))
         z = np.random.default_rng(1).normal(size=(3, 16)).astype("float32")
         np.save(tmp_path / "z.npy", z)
+        cli = start_saved_model_cli(path)
         status, out = run_fresh(path, [
             ["latents", "serving_default", {"latents": ["npy", str(tmp_path / "z.npy")]}],
             ["sample", "sample", {"seed": ["scalar", [7, "int64"]], "count": ["scalar", [2, "int32"]]}],
@@ -202,7 +206,7 @@ def test_generator_fresh_process_reproduces_outputs(tmp_path):
         np.testing.assert_allclose(out["sample.images"], expected7, atol=1e-5)
         assert out["sample.images_uint8"].dtype == np.uint8 and out["sample.images_uint8"].shape == (2, RES, RES, 3)
 
-        text = saved_model_cli(path)
+        text = saved_model_cli_output(cli)
         sd = signature_block(text, "serving_default")
         assert "inputs['latents']" in sd and "shape: (-1, 16)" in sd and "dtype: DT_FLOAT" in sd
         assert f"shape: (-1, {RES}, {RES}, 3)" in sd and "dtype: DT_UINT8" in sd
