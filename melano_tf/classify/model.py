@@ -2,7 +2,8 @@
 
 * ``small_cnn``: ``[Conv3x3(F) -> BN -> ReLU] x2 -> MaxPool2`` per stage, ``F = width * 2**s``,
   stages until 4x4 (at most 4), then global average pooling, dropout and ``Dense(K) -> softmax``.
-  About 0.1 M parameters at width 16: trains on 2 CPU cores in minutes at 32-64 px.
+  73 k parameters at 32 px (3 stages) and 295 k from 64 px on (4 stages) at width 16: trains on
+  2 CPU cores in minutes at 32-64 px.
 * ``efficientnet_b0`` / ``resnet50``: ``keras.applications`` with ``include_top=False,
   pooling="avg"`` and ``weights=None``; ImageNet (or any) weights come only from a local file via
   ``backbone_weights`` (nothing is ever downloaded). Each backbone gets the input scaling it was
