@@ -14,6 +14,7 @@ from melano_tf.errors import UserError
 
 def _fail(message: str, code: int = 2) -> None:
     prog = os.path.basename(sys.argv[0]) or "melano_tf"
+    message = str(message).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input held
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
 

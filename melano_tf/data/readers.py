@@ -90,6 +90,11 @@ def _bad_id(image_id: str) -> str | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    """CSV text for a one-line message (a quoted field may hold line breaks)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _read_csv(path: str, required: tuple[str, ...] = (), any_prefix: str | None = None):
     """Yields (line number, row dict) of a CSV (BOM and CRLF tolerated); UserError if malformed."""
     try:
@@ -102,9 +107,9 @@ def _read_csv(path: str, required: tuple[str, ...] = (), any_prefix: str | None 
             missing = [c for c in required if c not in header]
             if missing:
                 raise UserError(f"{path}: row 1: missing column(s) {', '.join(missing)} "
-                                f"(header: {','.join(header)})")
+                                f"(header: {_one_line(','.join(header))})")
             if any_prefix and not any(h.startswith(any_prefix) for h in header):
-                raise UserError(f"{path}: row 1: no {any_prefix}* column (header: {','.join(header)})")
+                raise UserError(f"{path}: row 1: no {any_prefix}* column (header: {_one_line(','.join(header))})")
             rows = []
             for row in reader:
                 if not row or all(not c.strip() for c in row):
@@ -123,7 +128,7 @@ def _read_csv(path: str, required: tuple[str, ...] = (), any_prefix: str | None 
 
 
 def _where(csv_path: str, line: int, image_id: str) -> str:
-    return f"{csv_path}:row {line} ({image_id})"
+    return f"{csv_path}:row {line} ({_one_line(image_id)})"
 
 
 def _float01(csv_path: str, line: int, column: str, value: str) -> float:

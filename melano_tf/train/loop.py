@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 import signal
 import sys
 import time
@@ -102,7 +104,37 @@ def _loss_scale(optimizer):
 
 
 def _finite_weights(gan) -> bool:
-    return all(bool(np.isfinite(np.asarray(v)).all()) for v in gan.g_variables + gan.d_variables)
+    # All weights, also BN moving statistics, the EMA generators (samples, export) and optimizer slots.
+    models = gan.generators + gan.discriminators + gan.ema_generators
+    variables = [v for m in models for v in m.weights] + gan.g_optimizer.variables + gan.d_optimizer.variables
+    return all(bool(np.isfinite(np.asarray(v)).all()) for v in variables)
+
+
+#: mixed_float16: a non-finite loss skips the step (loss scaling); this many in a row is divergence.
+MAX_NONFINITE_STREAK = 25
+
+
+def _restore(ckpt, ckpt_dir: str, chief: bool) -> str:
+    """Restore the newest readable checkpoint of ckpt_dir's index, falling back to older ones."""
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    listed = list(state.all_model_checkpoint_paths)
+    if chief:  # shards of a write that a crash interrupted (never in the index)
+        for stale in tf.io.gfile.glob(os.path.join(ckpt_dir, "*_temp")):
+            shutil.rmtree(stale, ignore_errors=True)
+    paths = [state.model_checkpoint_path] + [p for p in reversed(listed) if p != state.model_checkpoint_path]
+    errors = []
+    for path in paths:
+        try:
+            ckpt.restore(path).assert_existing_objects_matched()
+        except Exception as e:  # noqa: BLE001 - a damaged file raises anything from IndexError to DataLossError
+            errors.append(f"{os.path.basename(path)}: {type(e).__name__}: {(str(e).strip() or '?').splitlines()[0]}")
+            _say(f"checkpoint {path} is unreadable ({errors[-1]}); trying an older one")
+            continue
+        if path != state.model_checkpoint_path and chief:  # newer damaged ones leave the index
+            keep = listed[:listed.index(path) + 1] if path in listed else [path]
+            tf.compat.v1.train.update_checkpoint_state(ckpt_dir, path, all_model_checkpoint_paths=keep)
+        return path
+    raise UserError(f"{ckpt_dir}: no readable checkpoint ({'; '.join(errors)}); use a new --model_dir")
 
 
 def build_gan(config: cfg.TrainConfig, strategy, num_classes: int):
@@ -147,11 +179,13 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     # into checkpoints/; all workers resume from the chief's checkpoints (shared storage).
     chief_dir = os.path.join(config.model_dir, "checkpoints")
     ckpt_dir = chief_dir if chief else os.path.join(config.model_dir, f"checkpoints{suffix}")
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=1 if not chief else config.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(chief_dir) if resuming else None
-    if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
+    if resuming:
+        latest = _restore(ckpt, chief_dir, chief)
         _say(f"resumed from {latest} at step {int(gan.step.numpy())}")
+        # The checkpoint holds the optimizers' learning rates; the command line's (config.json) win.
+        gan.g_optimizer.learning_rate = config.g_learning_rate
+        gan.d_optimizer.learning_rate = config.d_learning_rate
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=1 if not chief else config.keep_checkpoints)
     if chief:
         _write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json())
         if flags_text is not None:
@@ -175,15 +209,17 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     t_start = time.time()
     iterator = iter(dataset)
     with _StopSignal() as stop:
-        step = start
+        step, streak = start, 0
         while step < config.train_steps:
             out = step_fn(next(iterator))
             values = {k: float(v) for k, v in out.items()}
             step = int(gan.step.numpy())
             bad = sorted(k for k, v in values.items() if not np.isfinite(v) and k != "skipped")
-            if bad and policy != "mixed_float16":
+            streak = streak + 1 if bad else 0
+            if bad and (policy != "mixed_float16" or streak >= MAX_NONFINITE_STREAK or not _finite_weights(gan)):
                 raise TrainingDiverged(
-                    f"non-finite {', '.join(bad)} at step {step}: training stopped; the last good checkpoint "
+                    f"non-finite {', '.join(bad)} at step {step}"
+                    f"{f' ({streak} steps in a row)' if streak > 1 else ''}: training stopped; the last good checkpoint "
                     f"{manager.latest_checkpoint or '(none)'} is untouched (lower the learning rates?)")
             for k, v in values.items():
                 if np.isfinite(v):
@@ -222,11 +258,19 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
 
 def _save(gan, manager, step: int, chief: bool) -> None:
     if not _finite_weights(gan):
-        raise TrainingDiverged(f"non-finite weights at step {step}: not saved; the last good checkpoint "
-                               f"{manager.latest_checkpoint or '(none)'} is untouched")
+        raise TrainingDiverged(f"non-finite weights (or optimizer state) at step {step}: training stopped, not saved; "
+                               f"the last good checkpoint {manager.latest_checkpoint or '(none)'} is untouched "
+                               "(lower the learning rates?)")
     if manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{step}"):
         return
-    manager.save(checkpoint_number=step)
+    try:
+        manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:  # e.g. a full disk: ENOSPC, ResourceExhaustedError
+        shutil.rmtree(os.path.join(manager.directory, f"ckpt-{step}_temp"), ignore_errors=True)
+        reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", (str(e).strip() or type(e).__name__).splitlines()[0])
+        raise UserError(f"{manager.directory}: cannot write the checkpoint of step {step} ({reason}); if no space "
+                        f"is left on the device, free some and run the same command to resume from the intact "
+                        f"{manager.latest_checkpoint or '(no checkpoint yet)'}") from None
 
 
 def _write_scalars(writer, gan, step: int, means: dict, images_per_second) -> None:
