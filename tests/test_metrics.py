@@ -260,6 +260,16 @@ def test_classifier_extractor_uses_penultimate_layer(tmp_path, lesions):
     model.save(path)
     ex = features.get_extractor(f"classifier:{path}")
     assert ex(lesions[:3]).shape == (3, 5)
+    # a SavedModel with a 'features' endpoint (float32 [-1, 1] in), found through its run folder
+    import tensorflow as tf
+    penultimate = keras.Model(inp, h)
+    archive = keras.export.ExportArchive()
+    archive.track(penultimate)
+    archive.add_endpoint("features", tf.function(lambda images: {"features": penultimate(images)}),
+                         input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="images")])
+    archive.write_out(str(tmp_path / "run" / "saved_model"), verbose=False)
+    sm = features.get_extractor(f"classifier:{tmp_path / 'run'}")
+    np.testing.assert_allclose(sm(lesions[:3]), ex(lesions[:3]), rtol=1e-5, atol=1e-6)
 
 
 def test_registry_names_and_unknown():
@@ -275,3 +285,19 @@ def test_online_evaluator_ranks_closer_samples_better(lesions):
     assert set(good) == {"eval/swd", "eval/swd_floor", "eval/kid"}
     assert good["eval/swd"] < bad["eval/swd"] and good["eval/kid"] < bad["eval/kid"]
     assert online.best({100: bad, 200: good, 300: {"eval/kid": float("nan")}}) == 200
+
+
+def test_inception_extractor_loads_local_weights_file(tmp_path, monkeypatch, lesions):
+    import keras
+    model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=None,
+                                           input_shape=(299, 299, 3))
+    weights = tmp_path / "models" / "inception.weights.h5"
+    weights.parent.mkdir()
+    model.save_weights(str(weights))
+    ex = features.get_extractor("inception,random_conv", inception_weights=str(weights), log=print)
+    assert ex.name == "inception" and ex.key.startswith("inception-")
+    act = ex(lesions[:2])
+    np.testing.assert_allclose(act, model(features._to_float(lesions[:2], 299)).numpy(), rtol=1e-4, atol=1e-5)
+    assert act.shape == (2, 2048)
+    with pytest.raises(UserError, match="no such file"):
+        features.get_extractor("inception", inception_weights=str(tmp_path / "missing.h5"))

@@ -10,7 +10,8 @@ Specs (``--features``, a comma-separated list tried in order; the first availabl
   the Keras port, not the TF-slim graph of the original FID code (Heusel et al. 2017), so values
   track but do not equal published FIDs.
 * ``classifier:PATH`` -- the penultimate layer of a lesion classifier. PATH is a ``.keras`` / ``.h5``
-  Keras model (output of ``model.layers[-2]``), or a SavedModel folder with a ``features`` signature
+  Keras model (output of ``model.layers[-2]``), or a SavedModel folder (or a run folder holding
+  ``saved_model/``) with a ``features`` signature
   (or a ``serving_default`` output named ``features``, ``embedding`` or ``penultimate``). Input:
   resized to the model's input size, uint8 if the signature takes uint8, else float32 in [-1, 1]
   (the project's image convention).
@@ -169,8 +170,11 @@ def classifier(path: str) -> Extractor:
             return tf.reshape(y, [tf.shape(y)[0], -1])
 
         return Extractor(f"classifier:{path}", f"classifier-{_file_id(path)}", fn)
+    if os.path.isfile(os.path.join(path, "saved_model", "saved_model.pb")):
+        path = os.path.join(path, "saved_model")  # a classifier run folder
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise UserError(f"--features=classifier:{path}: not a .keras/.h5 file nor a SavedModel folder")
+        raise UserError(f"--features=classifier:{path}: not a .keras/.h5 file, a SavedModel folder nor a "
+                        "run folder holding saved_model/")
     obj = tf.saved_model.load(path)
     sig, out_key = obj.signatures.get("features"), None
     if sig is None:
@@ -179,7 +183,9 @@ def classifier(path: str) -> Extractor:
         out_key = next((k for k in ("features", "embedding", "penultimate") if k in outs), None)
         if out_key is None:
             raise UserError(f"--features=classifier:{path}: the SavedModel has no 'features' signature "
-                            "and no 'features'/'embedding'/'penultimate' output")
+                            "and no 'features'/'embedding'/'penultimate' output (has signatures: "
+                            f"{', '.join(obj.signatures) or 'none'}); export the classifier with a "
+                            "'features' endpoint")
     (arg, spec), = sig.structured_input_signature[1].items()
     size = spec.shape[1] or 224
 
