@@ -82,6 +82,19 @@ def test_experiment_publishes_both_models(experiment):
     assert os.listdir(os.path.join(conf.export_base, "lesion_generator")) == ["1"]
 
 
+def test_three_classes(experiment, tmp_path):
+    from melano_tf.classify import train as ctrain
+    conf, _ = experiment
+    from melano_tf.config import DataConfig
+    c = ClassifierConfig(data=DataConfig(resolution=32), model_dir=str(tmp_path), num_classes=3, regime="oversample", train_steps=1,
+                         batch_size=8, width=4, imbalance=8)
+    train, test, names = ctrain.load_splits(c, os.path.join(conf.out_dir, "cache"))
+    assert names == ("nevus", "melanoma", "seborrheic_keratosis") and set(train.labels) == {0, 1, 2}
+    m, _ = ctrain.train_and_evaluate(c, train, test, names, say=lambda s: None)
+    assert np.array(m["confusion_matrix"]).shape == (3, 3) and m["class_names"] == list(names)
+    assert len(set(m["train_counts"]["real"].values())) == 1      # oversampled to the largest class
+
+
 def test_train_id_lands_in_train_split():
     from melano_tf.data.splits import split_of
     ids = [exp._train_id(f"ISIC_{i:07d}", 5) for i in range(50)]

@@ -59,6 +59,10 @@ def prepare_cache(config: ClassifierConfig, cache_dir: str | None = None) -> str
 
 def load_splits(config: ClassifierConfig, cache_dir: str):
     """(train, test, class_names): train made rare by ``config.imbalance`` (seeded by config.seed)."""
+    from melano_tf.data.cache import load_manifest
+    res = load_manifest(cache_dir).resolution
+    if res != config.data.resolution:
+        raise UserError(f"{cache_dir}: images are {res} px, the run asks for --resolution={config.data.resolution}")
     class_names = cdata.task_classes(config.num_classes)
     train = cdata.load_split(cache_dir, "train", config.num_classes)
     test = cdata.load_split(cache_dir, "test", config.num_classes)
