@@ -24,6 +24,21 @@ def _outputs(images):
     return {"images": images, "images_uint8": as_uint8}
 
 
+def recover_interrupted(path: str) -> None:
+    """Undo what a killed export left: half-written ``.tmp-*`` folders are removed, and an
+    ``.old-*`` export is moved back if the kill came between the two renames."""
+    parent, name = os.path.split(os.path.abspath(path))
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        full = os.path.join(parent, entry)
+        if entry.startswith(f"{name}.tmp-"):
+            shutil.rmtree(full, ignore_errors=True)
+        elif entry.startswith(f"{name}.old-"):
+            if os.path.exists(path):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                os.replace(full, path)
+
+
 def export_generator(gan, path: str) -> str:
     """Write ``gan``'s EMA generator as a SavedModel at ``path`` (atomically); returns ``path``."""
     archive = keras.export.ExportArchive()
@@ -59,6 +74,7 @@ def export_generator(gan, path: str) -> str:
     archive.add_endpoint("serving_default", tf.function(from_latents), input_signature=sig_latents)
     archive.add_endpoint("sample", tf.function(from_seed), input_signature=sig_seed)
     path = os.path.abspath(path)
+    recover_interrupted(path)
     tmp, old = f"{path}.tmp-{os.getpid()}", f"{path}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     archive.write_out(tmp, verbose=False)
