@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 
 # (key, label, better, reference key or constant, how to format, explanation)
@@ -62,12 +63,27 @@ def _fmt(v, how: str, std=None) -> str:
     return f"{v:.{int(how[1:])}f}"
 
 
+#: Embedded images larger than this are re-encoded as JPEG (quality 90, at most 1200 px wide) so
+#: that a report of several 256 px runs stays a few MB; the PNG files beside it keep full quality.
+MAX_EMBED_BYTES = 300_000
+MAX_EMBED_WIDTH = 1200
+
+
 def _img(path: str, alt: str, cls: str = "") -> str:
     if not os.path.isfile(path):
         return f'<p class="missing">{html.escape(alt)}: not written</p>'
     with open(path, "rb") as f:
-        data = base64.b64encode(f.read()).decode("ascii")
-    return f'<img class="{cls}" alt="{html.escape(alt)}" title="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        data, mime = f.read(), "image/png"
+    if len(data) > MAX_EMBED_BYTES:
+        from PIL import Image
+        im = Image.open(io.BytesIO(data)).convert("RGB")
+        if im.width > MAX_EMBED_WIDTH:
+            im = im.resize((MAX_EMBED_WIDTH, round(im.height * MAX_EMBED_WIDTH / im.width)), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=90)
+        data, mime = buf.getvalue(), "image/jpeg"
+    b64 = base64.b64encode(data).decode("ascii")
+    return f'<img class="{cls}" alt="{html.escape(alt)}" title="{html.escape(alt)}" src="data:{mime};base64,{b64}">'
 
 
 def _expand(rows, runs: dict, ref: dict):
