@@ -18,7 +18,8 @@ _ROWS = [
     ("Realism and coverage", None),
     ("fid", "FID", "lower", "fid_floor", "f2", "Frechet distance of feature statistics (Heusel 2017). "
      "Reference: two halves of the real set."),
-    ("kid", "KID x 1e3", "lower", None, "kid", "Unbiased MMD^2, cubic kernel (Binkowski 2018), mean +- std over subsets."),
+    ("kid", "KID x 1e3", "lower", None, "kid",
+     "Unbiased MMD^2, cubic kernel (Binkowski 2018), mean +- std over subsets."),
     ("swd/mean", "SWD x 1e3, mean", "lower", "swd_floor/mean", "f1",
      "Sliced Wasserstein over a Laplacian pyramid, Progressive GAN protocol. Reference: real vs real floor."),
     ("swd/*", "SWD x 1e3, {level} px", "lower", "swd_floor/{level}", "f1", "Per pyramid level."),
@@ -47,7 +48,8 @@ _ROWS = [
      "Median sample->train over median real->train nearest-neighbour distance; well below 1 is suspicious."),
     ("mem/pixel/sample_nn_median", "Median NN distance, pixels (RMS)", None, "@mem/pixel/real_nn_median", "f4",
      "Reference: held-out real -> train."),
-    ("mem/feature/frac_below_real_min", "Samples closer to training than any real (features)", "lower", None, "pct", ""),
+    ("mem/feature/frac_below_real_min", "Samples closer to training than any real (features)", "lower", None,
+     "pct", ""),
     ("mem/feature/ratio", "NN distance ratio, features", None, 1.0, "f2", ""),
 ]
 
@@ -133,17 +135,21 @@ def metrics_table(result: dict) -> str:
             cells.append(f"<td class='best'>{text}</td>" if i == best else f"<td>{text}</td>")
         ref_text = _fmt(refv, how) if refv is not None else ""
         lines.append(f"<tr><td title='{html.escape(doc)}'>{html.escape(label)}"
-                     f"<div class='doc'>{html.escape(doc)}</div></td>{''.join(cells)}<td class='ref'>{ref_text}</td></tr>")
+                     f"<div class='doc'>{html.escape(doc)}</div></td>{''.join(cells)}"
+                     f"<td class='ref'>{ref_text}</td></tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines)
 
 
 _CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px; color: #222;
+       max-width: 1400px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ddd; }
-.settings { color: #555; font-size: 13px; } .note { background: #fff4d6; border: 1px solid #e8c96b; padding: 6px 10px; font-size: 13px; }
+.settings { color: #555; font-size: 13px; }
+.note { background: #fff4d6; border: 1px solid #e8c96b; padding: 6px 10px; font-size: 13px; }
 table.metrics { border-collapse: collapse; font-size: 13px; margin-top: 10px; }
-table.metrics th, table.metrics td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; vertical-align: top; }
+table.metrics th, table.metrics td { border: 1px solid #ddd; padding: 4px 10px; text-align: right;
+                                     vertical-align: top; }
 table.metrics td:first-child, table.metrics th:first-child { text-align: left; max-width: 420px; }
 table.metrics tr.group td { background: #f0f3f7; font-weight: 600; text-align: left; }
 td.best { font-weight: 700; background: #e7f6e7; } td.ref { color: #555; font-style: italic; }
@@ -173,7 +179,8 @@ def render(result: dict, out: str) -> str:
                  "(for MS-SSIM: closest to real pairs).</p>")
     parts.append("<h2>Metrics</h2>" + metrics_table(result))
     parts.append("<h2>Samples</h2><div class='row'>")
-    parts.append(f"<div class='cell'><h3>real (training)</h3>{_img(p(real['images']['samples']), 'real', 'grid')}</div>")
+    parts.append(f"<div class='cell'><h3>real (training)</h3>"
+                 f"{_img(p(real['images']['samples']), 'real', 'grid')}</div>")
     for name, r in runs.items():
         parts.append(f"<div class='cell'><h3>{html.escape(name)} ({html.escape(r['scheme'])})</h3>"
                      f"{_img(p(r['images']['samples']), name + ' samples', 'grid')}</div>")
@@ -183,7 +190,8 @@ def render(result: dict, out: str) -> str:
     for name, r in runs.items():
         parts.append(f"<h3>{html.escape(name)}</h3><div class='row'>")
         for key, title in (("nn_pixel", "pixel space (64 px)"), ("nn_feature", "feature space")):
-            parts.append(f"<div class='cell'><h3>{title}</h3>{_img(p(r['images'][key]), name + ' ' + title, 'pairs')}</div>")
+            parts.append(f"<div class='cell'><h3>{title}</h3>"
+                         f"{_img(p(r['images'][key]), name + ' ' + title, 'pairs')}</div>")
         parts.append(f"<div class='cell' style='max-width:760px;flex-basis:520px'>"
                      f"{_img(p(r['images']['nn_distances']), name + ' distances', 'plot')}</div></div>")
     parts.append("</body></html>")
