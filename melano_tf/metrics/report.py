@@ -124,10 +124,11 @@ def metrics_table(result: dict) -> str:
             refv = refk
         best = None
         present = [(i, v) for i, v in enumerate(vals) if v is not None]
-        if len(present) > 1 and better == "lower":
-            best = min(present, key=lambda t: t[1])[0]
-        elif len(present) > 1 and better == "closer" and refv is not None:
-            best = min(present, key=lambda t: abs(t[1] - refv))[0]
+        score = {"lower": lambda v: v, "closer": lambda v: abs(v - refv) if refv is not None else None}.get(better)
+        if len(present) > 1 and score is not None and score(present[0][1]) is not None:
+            ranked = sorted(present, key=lambda t: score(t[1]))
+            if score(ranked[0][1]) < score(ranked[1][1]):  # a tie marks no run
+                best = ranked[0][0]
         cells = []
         for i, (n, v) in enumerate(zip(names, vals)):
             std = runs[n]["metrics"].get("kid_std") if how == "kid" else None
