@@ -95,6 +95,9 @@ class TrainConfig:
     sample_every: int = 500
     log_every: int = 10
     num_sample_images: int = 16
+    eval_every: int = 0           # 0: off; else SWD/KID every N steps, best checkpoint kept
+    eval_samples: int = 256
+    best_metric: str = "kid"
 
     @property
     def resolved_base_resolution(self) -> int:
@@ -135,6 +138,10 @@ class TrainConfig:
                     f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4")
             if self.level_weights and len(self.level_weights) != self.num_levels:
                 raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
+        if self.eval_every < 0 or self.eval_samples < 4:
+            raise UserError(f"--eval_every={self.eval_every} --eval_samples={self.eval_samples}: need >= 0 and >= 4")
+        if self.best_metric not in ("kid", "swd"):
+            raise UserError(f"--best_metric={self.best_metric}: choose one of kid, swd")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema_decay={self.ema_decay}: must be in [0, 1)")
 

@@ -76,6 +76,9 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Checkpoints kept.")
     flags.DEFINE_integer("summary_every", d.summary_every, "Steps between TensorBoard scalars.")
     flags.DEFINE_integer("sample_every", d.sample_every, "Steps between sample grids.")
+    flags.DEFINE_integer("eval_every", d.eval_every, "Steps between SWD/KID evaluations (0: off); keeps the best checkpoint.")
+    flags.DEFINE_integer("eval_samples", d.eval_samples, "Samples (and real images) per evaluation during training.")
+    flags.DEFINE_enum("best_metric", d.best_metric, ["kid", "swd"], "Metric that picks the best checkpoint.")
     flags.DEFINE_integer("log_every", d.log_every, "Steps between progress lines.")
 
 
@@ -121,7 +124,9 @@ def effective_flags() -> str:
         module = FLAGS.find_module_defining_flag(name)
         if module is None or not module.startswith("melano_tf"):
             continue
-        lines.append(fl.serialize() if fl.value is not None else f"--{name}=")
+        if fl.value is None:  # unset (e.g. --scheme: the binary's default); "--scheme=" would not parse back
+            continue
+        lines.append(fl.serialize())
     return "\n".join(line for line in lines if line) + "\n"
 
 

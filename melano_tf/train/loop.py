@@ -208,6 +208,10 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     t_log, n_log = time.time(), 0
     t_start = time.time()
     iterator = iter(dataset)
+    evaluator = None
+    if chief and config.eval_every:
+        from melano_tf.train.evaluation import TrainingEvaluator
+        evaluator = TrainingEvaluator(gan, config, cache_dir, ckpt)
     with _StopSignal() as stop:
         step, streak = start, 0
         while step < config.train_steps:
@@ -240,6 +244,9 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
                 sums, count = {}, 0
             if chief and (step % config.sample_every == 0 or step == config.train_steps):
                 _write_samples(gan, writer, step, fixed_z, fixed_labels, config.model_dir)
+            if evaluator is not None and (step % config.eval_every == 0 or step == config.train_steps):
+                scores = evaluator(step, writer)
+                _say(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items())))
             if step % config.checkpoint_every == 0 or step == config.train_steps or stop.signum:
                 _save(gan, manager, step, chief)
             if stop.signum:
