@@ -288,3 +288,15 @@ def test_interrupted_classifier_export(classifier, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         cexport.export_classifier(model, str(run_dir / "saved_model"), NAMES, RES)
     assert not run_dir.exists() or os.listdir(run_dir) == []
+
+
+def test_features_endpoint_serves_bin_evaluate(classifier):
+    """--features=classifier:PATH of bin/evaluate reads the exported penultimate activations."""
+    from melano_tf.metrics import features as feats
+    model, path = classifier
+    images = np.random.default_rng(3).integers(0, 256, (5, RES, RES, 3), dtype=np.uint8)
+    got = feats.classifier(path)(images)
+    penultimate = keras.Model(model.inputs, model.get_layer("dropout").output)
+    expected = penultimate(images.astype("float32") / 127.5 - 1.0, training=False).numpy()
+    assert got.shape == (5, expected.shape[1]) and expected.shape[1] > 2
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

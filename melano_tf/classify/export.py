@@ -55,8 +55,22 @@ def write_classifier(model: keras.Model, path: str, class_names, resolution: int
     def from_images(images):
         return outputs(images)
 
+    # Penultimate activations (pooled features before the logits) for FID/KID/memorization:
+    # ``--features=classifier:PATH`` of bin/evaluate uses this endpoint.
+    names_in = [layer.name for layer in model.layers]
+    penultimate = keras.Model(model.inputs, model.get_layer("dropout" if "dropout" in names_in
+                                                            else names_in[-3]).output)
+
+    def features(images):
+        y = tf.cast(penultimate(images, training=False), tf.float32)
+        return {"features": tf.reshape(y, [tf.shape(y)[0], -1])}
+
     archive = keras.export.ExportArchive()
     archive.track(model)
+    archive.track(penultimate)
+    archive.add_endpoint("features", tf.function(features),
+                         input_signature=[tf.TensorSpec([None, resolution, resolution, 3], tf.float32,
+                                                        name="images")])
     archive.add_endpoint("serving_default", tf.function(from_bytes),
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint("classify_images", tf.function(from_images),
@@ -64,7 +78,7 @@ def write_classifier(model: keras.Model, path: str, class_names, resolution: int
                                                         name="images")])
     archive.write_out(path, verbose=False)
     info = {"class_names": list(class_names), "resolution": int(resolution),
-            "input": "serving_default: image_bytes string [N] (JPEG/PNG); classify_images: "
+            "input": "serving_default: image_bytes string [N] (JPEG/PNG); classify_images and features: "
                      "images float32 [N, R, R, 3] in [-1, 1]",
             **(extra_info or {})}
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
