@@ -199,9 +199,12 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _ordered(records, seed: int):
-    """Record order inside a split: a seeded hash order, so shards mix classes and folders."""
-    key = lambda r: hashlib.sha256(f"{seed}:order:{r.image_id}:{r.path}".encode()).digest()
+def _ordered(records, seed: int, root: str):
+    """Record order inside a split: a seeded hash order, so shards mix classes and folders.
+
+    Paths enter relative to the source root, so the order (and which of two identical files is
+    kept) does not depend on where the data set lies."""
+    key = lambda r: hashlib.sha256(f"{seed}:order:{r.image_id}:{os.path.relpath(r.path, root)}".encode()).digest()
     return sorted(records, key=key)
 
 
@@ -264,7 +267,7 @@ def prepare(source, cache_dir: str, resolution: int, crop: str = "center", seed:
         return hit
     _check_replaceable(cache_dir)
 
-    splits = {s: _ordered(rs, seed) for s, rs in split_records(source.records, seed, fractions).items()}
+    splits = {s: _ordered(rs, seed, source.root) for s, rs in split_records(source.records, seed, fractions).items()}
     jobs, plan = [], []  # plan[i] = (split, shard index, record)
     shard_counts = {}
     for s in SPLITS:
