@@ -256,7 +256,8 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
 
     result = {"step": step, "seconds": time.time() - t_start, "skipped_steps": int(gan.skipped_steps.numpy())}
     if chief:
-        grid_path = _write_samples(gan, writer, step, fixed_z, fixed_labels, config.model_dir, final=True)
+        # TensorBoard got this step's grids in the loop; the final PNG is the same grid under a stable name
+        grid_path = _write_samples(gan, None, step, fixed_z, fixed_labels, config.model_dir, final=True)
         path = export.export_generator(gan, os.path.join(config.model_dir, "saved_model"))
         _say(f"done: step {step}; samples {grid_path}; SavedModel {path}")
         result.update(samples=grid_path, saved_model=path)
