@@ -43,3 +43,15 @@ def level_grid(levels: list[np.ndarray], cols: int | None = None) -> np.ndarray:
         f = size // lv.shape[1]
         grids.append(grid(np.repeat(np.repeat(lv, f, axis=1), f, axis=2), cols))
     return np.concatenate(grids, axis=0)
+
+
+def save_figure(fig, path: str, dpi: int = 90) -> str:
+    """Save a matplotlib figure as PNG atomically and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

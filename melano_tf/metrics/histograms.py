@@ -33,9 +33,9 @@ edge falls into the last bin, as in ``numpy.histogram``).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from melano_tf import viz
 
 SPACES = ("rgb", "hsv", "lab")
 CHANNELS = {"rgb": ("R", "G", "B"), "hsv": ("H", "S", "V"), "lab": ("L", "a", "b")}
@@ -204,10 +204,4 @@ def plot_histograms(real, fake, path: str, spaces=SPACES, bins: dict | None = No
             ax.tick_params(labelsize=8)
             if r == 0 and c == 0:
                 ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return viz.save_figure(fig, path)

@@ -28,6 +28,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from melano_tf import viz
+
 PIXEL_SIZE = 64
 CHUNK = 512
 
@@ -133,7 +135,6 @@ def memorization(real, fake, heldout=None, extractor=None, num_samples: int | No
 
 def nn_grid(samples, train, result: SpaceResult, k: int = 16) -> np.ndarray:
     """uint8 image: the ``k`` samples closest to a training image, as rows of (sample | nearest train)."""
-    from melano_tf import viz
     samples, train = np.asarray(samples), np.asarray(train)
     order = np.argsort(result.sample_dist)[:k]
     cols = 4 if len(order) >= 4 else len(order)  # pairs per row
@@ -146,7 +147,6 @@ def nn_grid(samples, train, result: SpaceResult, k: int = 16) -> np.ndarray:
 
 def plot_distances(results: dict, path: str, title: str = "") -> str:
     """Histogram PNG per space: sample -> train NN distances against the real reference ones."""
-    import os
 
     import matplotlib
     matplotlib.use("Agg")
@@ -162,10 +162,4 @@ def plot_distances(results: dict, path: str, title: str = "") -> str:
         ax.set_title(f"{title} nearest training image: {name} space".strip(), fontsize=10)
         ax.set_xlabel("RMS pixel distance" if name == "pixel" else "feature distance", fontsize=9)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return viz.save_figure(fig, path)
