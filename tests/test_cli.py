@@ -89,6 +89,11 @@ def test_prepare_data_phantoms_then_noop(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert sorted(glob.glob(str(out / "**"), recursive=True)) == files
     assert {p: os.stat(p).st_mtime_ns for p in files} == stamps   # nothing rewritten
+    # the phantoms are cached as TFRecords too, and the second run says it reused them
+    with open(out / "cache" / "manifest.json") as f:
+        manifest = json.load(f)
+    assert sum(manifest["counts"].values()) == 12 and manifest["parameters"]["resolution"] == 32
+    assert "prepared 12 images" in proc.stdout and "cache hit" in again.stdout
 
 
 PARSE_SCRIPT = r"""

@@ -14,7 +14,7 @@ FLAGS = flags.FLAGS
 
 def _define() -> None:
     mflags.define_data_flags()
-    flags.DEFINE_enum("source", "dir", ["dir", "phantom"], "phantom: generate phantoms; dir: cache --data_dir.")
+    flags.DEFINE_enum("source", "dir", ["dir", "phantom"], "phantom: generate phantoms into --out and cache them in --out/cache; dir: cache --data_dir into --out.")
     flags.DEFINE_string("out", None, "Output folder (phantom images, or the cache). Required.")
 
 
@@ -28,14 +28,16 @@ def main() -> None:
         conf.validate()
         phantom.write_isic_layout(FLAGS.out, num_images=FLAGS.num_images,
                                   resolution=conf.resolution, seed=conf.seed)
-        print(f"phantoms: {FLAGS.out} (ISIC 2017 layout)")
-        return
-    if not conf.data_dir:
-        raise UserError("--data_dir is required with --source=dir")
-    conf.validate()
+        print(f"phantoms: {FLAGS.out} (ISIC 2017 layout); cache: {os.path.join(FLAGS.out, 'cache')}")
+        data_dir, cache_dir = FLAGS.out, os.path.join(FLAGS.out, "cache")
+    else:
+        if not conf.data_dir:
+            raise UserError("--data_dir is required with --source=dir")
+        conf.validate()
+        data_dir, cache_dir = conf.data_dir, FLAGS.out
     from melano_tf.data import cache, readers
-    source = readers.read_source(conf.data_dir, conf.data_format, classes=list(conf.classes) or None)
-    cache.prepare(source, os.path.join(FLAGS.out), resolution=conf.resolution, crop=conf.crop, seed=conf.seed)
+    source = readers.read_source(data_dir, conf.data_format, classes=list(conf.classes) or None)
+    cache.prepare(source, cache_dir, resolution=conf.resolution, crop=conf.crop, seed=conf.seed)
 
 
 def _define_all() -> None:
