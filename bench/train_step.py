@@ -249,7 +249,7 @@ def main() -> None:
     for scheme in schemes:
         for r in resolutions:
             near = {q: peaks(DTYPES[q], True) for q in set(precisions) | {"float32"}}
-            print(f"# adjacent peaks: " + "; ".join(f"{DTYPES[q]} matmul {v['matmul']:.0f} conv {v['conv']:.0f}"
+            print("# adjacent peaks: " + "; ".join(f"{DTYPES[q]} matmul {v['matmul']:.0f} conv {v['conv']:.0f}"
                                                     for q, v in near.items()) + " GFLOP/s", flush=True)
             for q in precisions:
                 res = bench_step(scheme, r, q, a.batch_size, a.quick, a.augment)

@@ -27,7 +27,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 #: Largest image accepted (pixels). Dermoscopy goes up to ~6000x4000 = 24 MP.
 MAX_PIXELS = 200_000_000
