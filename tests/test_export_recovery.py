@@ -1,8 +1,11 @@
-"""A kill during an export never loses the previous SavedModel (melano_tf.train.export)."""
+"""A kill during an export never loses the previous SavedModel (melano_tf.fileio.replace_dir)."""
 
 import os
 
-from melano_tf.train.export import recover_interrupted
+import pytest
+
+from melano_tf.fileio import recover_interrupted_dir as recover_interrupted
+from melano_tf.fileio import replace_dir
 
 
 def _tree(root):
@@ -28,3 +31,18 @@ def test_leftovers_removed_when_export_is_intact(tmp_path):
     recover_interrupted(str(tmp_path / "saved_model"))
     assert _tree(tmp_path) == ["saved_model", "saved_model_other"]
     assert (tmp_path / "saved_model" / "saved_model.pb").read_text() == "current"
+
+
+def test_failed_write_keeps_previous_folder_and_leaves_no_temporary(tmp_path):
+    (tmp_path / "saved_model").mkdir()
+    (tmp_path / "saved_model" / "saved_model.pb").write_text("previous")
+
+    def broken(tmp):
+        os.makedirs(tmp)
+        open(os.path.join(tmp, "half"), "w").close()
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        replace_dir(str(tmp_path / "saved_model"), broken)
+    assert _tree(tmp_path) == ["saved_model"]
+    assert (tmp_path / "saved_model" / "saved_model.pb").read_text() == "previous"

@@ -1,7 +1,6 @@
 """--eval_every: SWD/KID during training, logged and used to keep the best checkpoint."""
 
 import json
-import os
 
 import tensorflow as tf
 

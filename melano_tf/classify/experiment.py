@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from melano_tf import viz
+from melano_tf import fileio, viz
 from melano_tf.classify import data as cdata
 from melano_tf.classify import train as ctrain
 from melano_tf.classify.config import REGIMES, ClassifierConfig
@@ -118,10 +118,7 @@ def write_gan_data(out_dir: str, images: np.ndarray, ids, seed: int) -> str:
     csv_path = os.path.join(out_dir, GROUND_TRUTH_CSV)
     text = "\n".join(rows) + "\n"
     if not os.path.exists(csv_path) or open(csv_path, encoding="utf-8").read() != text:
-        tmp = csv_path + f".tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, csv_path)
+        fileio.write_text_atomic(csv_path, text)
     return out_dir
 
 
@@ -297,11 +294,11 @@ def run_experiment(conf: ExperimentConfig) -> dict:
               f"GAN {conf.gan_scheme} {conf.gan_steps} steps ({gan_seconds:.0f} s); "
               f"mean ± std (ddof=1) over seeds; total {seconds:.0f} s")
     text = header + "\n\n" + tab + "\n"
-    ctrain._write_text_atomic(os.path.join(out, "results.md"), text)
+    fileio.write_text_atomic(os.path.join(out, "results.md"), text)
     summary = {"table": tab, "header": header, "seconds": seconds, "gan_seconds": gan_seconds,
                "train_counts": train.counts(class_names), "test_counts": test.counts(class_names),
                "results": results, "saved_model": saved_model}
-    ctrain._write_text_atomic(os.path.join(out, "results.json"), json.dumps(summary, indent=1) + "\n")
+    fileio.write_text_atomic(os.path.join(out, "results.json"), json.dumps(summary, indent=1) + "\n")
     _say("\n" + text)
     _say(f"results: {os.path.join(out, 'results.md')}")
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import keras
 import tensorflow as tf
+
+from melano_tf import fileio
 
 INFO_FILE = os.path.join("assets.extra", "classifier.json")
 
@@ -91,16 +92,4 @@ def write_classifier(model: keras.Model, path: str, class_names, resolution: int
 def export_classifier(model: keras.Model, path: str, class_names, resolution: int,
                       extra_info: dict | None = None) -> str:
     """Write the classifier SavedModel at ``path`` atomically (replacing an older one); returns it."""
-    path = os.path.abspath(path)
-    tmp, old = f"{path}.tmp-{os.getpid()}", f"{path}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write_classifier(model, tmp, class_names, resolution, extra_info)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(path):
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
+    return fileio.replace_dir(path, lambda tmp: write_classifier(model, tmp, class_names, resolution, extra_info))

@@ -21,9 +21,9 @@ A metric whose denominator is empty (e.g. AUC with one class present) is ``None`
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from melano_tf import viz
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -168,10 +168,4 @@ def roc_plot(path: str, curves: dict, title: str = "ROC, melanoma vs rest") -> s
     ax.set_ylim(0, 1.01)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return viz.save_figure(fig, path, dpi=100)

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from melano_tf import fileio
 from melano_tf.classify import data as cdata
 from melano_tf.classify import metrics as cmetrics
 from melano_tf.classify.config import ClassifierConfig
@@ -32,13 +33,6 @@ from melano_tf.errors import UserError
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def prepare_cache(config: ClassifierConfig, cache_dir: str | None = None) -> str:
@@ -134,7 +128,7 @@ def train_and_evaluate(config: ClassifierConfig, train: cdata.Split, test: cdata
     result.update(regime=config.regime, seed=config.seed, backbone=config.backbone,
                   resolution=config.data.resolution, train_counts=ts.counts, train_steps=config.train_steps,
                   class_weight=ts.class_weight, train_seconds=round(train_seconds, 1))
-    _write_text_atomic(os.path.join(config.model_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
+    fileio.write_text_atomic(os.path.join(config.model_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
     model.save_weights(os.path.join(config.model_dir, "model.weights.h5"))
     return result, model
 
@@ -168,9 +162,9 @@ def run(config: ClassifierConfig, flags_text: str | None = None) -> dict:
     """The ``bin/train_classifier`` run: data, training set of the regime, train, evaluate, export."""
     config.validate()
     os.makedirs(config.model_dir, exist_ok=True)
-    _write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json() + "\n")
+    fileio.write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json() + "\n")
     if flags_text is not None:
-        _write_text_atomic(os.path.join(config.model_dir, "flags.txt"), flags_text)
+        fileio.write_text_atomic(os.path.join(config.model_dir, "flags.txt"), flags_text)
     cache_dir = prepare_cache(config)
     train, test, class_names = load_splits(config, cache_dir)
     synthetic = synthetic_for(config, train, class_names)

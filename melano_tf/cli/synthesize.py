@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from melano_tf import cli
+from melano_tf import cli, fileio
 from melano_tf import flags as mflags
 from melano_tf.errors import UserError
 
@@ -68,12 +68,7 @@ def synthesize(model_dir=None, saved_model=None, num_images: int = 64, out: str 
                 "batch_size": batch_size, "num_images": num_images, "class": cls or None,
                 "conditional": gen.conditional, "class_names": list(gen.class_names),
                 "resolution": int(images.shape[1]), "images": entries}
-    path = os.path.join(out, MANIFEST)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    path = fileio.write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=1)
     print(f"synthesized {num_images} images at {manifest['resolution']} px from {gen.name} -> {out} "
           f"(seed {seed}, batch size {batch_size})")
     return path

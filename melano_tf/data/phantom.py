@@ -23,12 +23,12 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 from scipy import ndimage
 
+from melano_tf import fileio
 from melano_tf.data.records import CLASSES
 from melano_tf.errors import UserError
 
@@ -511,18 +511,6 @@ def _write_chunk(jobs) -> int:
     return len(jobs)
 
 
-def _atomic_write(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_isic_layout(out_dir: str, num_images: int = 2000, resolution: int = 256, seed: int = 0,
                       class_counts: dict | None = None, progress: bool = True, workers: int | None = None) -> str:
     """Write a phantom set in the ISIC 2017 layout under out_dir; returns out_dir.
@@ -592,8 +580,8 @@ def write_isic_layout(out_dir: str, num_images: int = 2000, resolution: int = 25
     if progress:
         sys.stderr.write("\n")
 
-    _atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    fileio.write_text_atomic(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     lines = ["image_id,melanoma,seborrheic_keratosis"]
     lines += [f"{image_id},{float(lab == MELANOMA):.1f},{float(lab == SK):.1f}" for image_id, _, lab in rows]
-    _atomic_write(csv_path, "\n".join(lines) + "\n")
+    fileio.write_text_atomic(csv_path, "\n".join(lines) + "\n", newline="")
     return out_dir

@@ -19,14 +19,13 @@ class proportions), then every metric of :mod:`melano_tf.metrics`. Output folder
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
 
 import numpy as np
 
-from melano_tf import viz
+from melano_tf import fileio, viz
 from melano_tf.errors import UserError
 from melano_tf.metrics import features as feats
 from melano_tf.metrics import fid, histograms, memorization, msssim, sampling, swd
@@ -247,12 +246,7 @@ def evaluate(model_dirs: list[str], out: str, data_dir: str | None = None, num_s
                     "total": round(time.perf_counter() - t_all, 2)},
         "command": " ".join(sys.argv),
     }
-    path = os.path.join(out, "metrics.json")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    path = fileio.write_json_atomic(os.path.join(out, "metrics.json"), result, indent=1)
     from melano_tf.metrics import report
     html = report.write_report(result, out)
     _say(f"wrote {path}, {html} ({result['seconds']['total']:.0f} s)")

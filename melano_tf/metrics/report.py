@@ -12,6 +12,8 @@ import html
 import io
 import os
 
+from melano_tf import fileio
+
 # (key, label, better, reference key or constant, how to format, explanation)
 #   better: "lower" | "closer" (to the reference) | None
 _ROWS = [
@@ -201,9 +203,4 @@ def render(result: dict, out: str) -> str:
 
 def write_report(result: dict, out: str) -> str:
     """Write ``out/report.html`` (atomically); returns its path."""
-    path = os.path.join(out, "report.html")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render(result, out))
-    os.replace(tmp, path)
-    return path
+    return fileio.write_text_atomic(os.path.join(out, "report.html"), render(result, out))

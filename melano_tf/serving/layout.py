@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 
+from melano_tf import fileio
 from melano_tf.errors import UserError
 
 CONFIG_FILE = "models.config"
@@ -143,9 +144,4 @@ def write_models_config(export_base: str, base_path: str = "/models") -> str:
     names = models(export_base)
     if not names:
         raise UserError(f"{export_base}: no published model to list in {CONFIG_FILE}")
-    path = os.path.join(export_base, CONFIG_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(models_config(names, base_path))
-    os.replace(tmp, path)
-    return path
+    return fileio.write_text_atomic(os.path.join(export_base, CONFIG_FILE), models_config(names, base_path))

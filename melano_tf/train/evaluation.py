@@ -15,7 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from melano_tf import viz
+from melano_tf import fileio, viz
 
 
 def _real_images(cache_dir: str, count: int) -> np.ndarray:
@@ -72,9 +72,7 @@ class TrainingEvaluator:
             writer.flush()
         if not previous or scores[self.key] < min(previous):
             self.manager.save(checkpoint_number=step)
-            tmp = os.path.join(self.config.model_dir, "best.json.tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"step": step, "metric": self.key, "value": scores[self.key],
-                           "checkpoint": self.manager.latest_checkpoint}, f, indent=2)
-            os.replace(tmp, os.path.join(self.config.model_dir, "best.json"))
+            fileio.write_json_atomic(os.path.join(self.config.model_dir, "best.json"),
+                                     {"step": step, "metric": self.key, "value": scores[self.key],
+                                      "checkpoint": self.manager.latest_checkpoint})
         return scores

@@ -11,32 +11,16 @@ never visible, and the previous one stays until the new one is complete.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import keras
 import tensorflow as tf
+
+from melano_tf import fileio
 
 
 def _outputs(images):
     images = tf.clip_by_value(tf.cast(images, tf.float32), -1.0, 1.0)
     as_uint8 = tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8)
     return {"images": images, "images_uint8": as_uint8}
-
-
-def recover_interrupted(path: str) -> None:
-    """Undo what a killed export left: half-written ``.tmp-*`` folders are removed, and an
-    ``.old-*`` export is moved back if the kill came between the two renames."""
-    parent, name = os.path.split(os.path.abspath(path))
-    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
-        full = os.path.join(parent, entry)
-        if entry.startswith(f"{name}.tmp-"):
-            shutil.rmtree(full, ignore_errors=True)
-        elif entry.startswith(f"{name}.old-"):
-            if os.path.exists(path):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                os.replace(full, path)
 
 
 def export_generator(gan, path: str) -> str:
@@ -73,13 +57,4 @@ def export_generator(gan, path: str) -> str:
 
     archive.add_endpoint("serving_default", tf.function(from_latents), input_signature=sig_latents)
     archive.add_endpoint("sample", tf.function(from_seed), input_signature=sig_seed)
-    path = os.path.abspath(path)
-    recover_interrupted(path)
-    tmp, old = f"{path}.tmp-{os.getpid()}", f"{path}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    archive.write_out(tmp, verbose=False)
-    if os.path.exists(path):
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
+    return fileio.replace_dir(path, lambda tmp: archive.write_out(tmp, verbose=False))

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from melano_tf import config as cfg
+from melano_tf import fileio
 from melano_tf import viz
 from melano_tf.errors import TrainingDiverged, UserError
 from melano_tf.gan import registry
@@ -69,13 +70,6 @@ def check_resume(config: cfg.TrainConfig) -> bool:
         raise UserError(f"--model_dir={config.model_dir} holds a run with other settings, refusing to resume: "
                         + "; ".join(diffs))
     return True
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class _StopSignal:
@@ -187,9 +181,9 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
         gan.d_optimizer.learning_rate = config.d_learning_rate
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=1 if not chief else config.keep_checkpoints)
     if chief:
-        _write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json())
+        fileio.write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json())
         if flags_text is not None:
-            _write_text_atomic(os.path.join(config.model_dir, "flags.txt"), flags_text)
+            fileio.write_text_atomic(os.path.join(config.model_dir, "flags.txt"), flags_text)
 
     from melano_tf.data import pipeline
     start = int(gan.step.numpy())

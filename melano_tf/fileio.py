@@ -1,0 +1,68 @@
+"""Atomic writes: a reader (or a resume after a kill) sees the old file or the new one, never half.
+
+A file is written to a temporary sibling and ``os.replace``d over the target; a folder (a
+SavedModel) is written to ``PATH.tmp-PID`` and swapped in with two renames, and
+:func:`recover_interrupted_dir` undoes what a kill between them left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+
+def write_text_atomic(path: str, text: str, newline: str | None = None) -> str:
+    """Write ``text`` to ``path`` atomically (the temporary file is removed on failure)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix="." + os.path.basename(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str, obj, indent: int = 2, sort_keys: bool = False) -> str:
+    """``obj`` as JSON (plus a final newline) at ``path``, atomically."""
+    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def recover_interrupted_dir(path: str) -> None:
+    """Undo what a killed :func:`replace_dir` left: half-written ``.tmp-*`` folders are removed,
+    and an ``.old-*`` folder is moved back if the kill came between the two renames."""
+    parent, name = os.path.split(os.path.abspath(path))
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        full = os.path.join(parent, entry)
+        if entry.startswith(f"{name}.tmp-"):
+            shutil.rmtree(full, ignore_errors=True)
+        elif entry.startswith(f"{name}.old-"):
+            if os.path.exists(path):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                os.replace(full, path)
+
+
+def replace_dir(path: str, write) -> str:
+    """Call ``write(tmp)`` to fill a new folder, then swap it in at ``path``; returns ``path``.
+
+    The previous folder stays until the new one is complete; a failed ``write`` leaves no trace."""
+    path = os.path.abspath(path)
+    recover_interrupted_dir(path)
+    tmp, old = f"{path}.tmp-{os.getpid()}", f"{path}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(path):
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
