@@ -271,10 +271,14 @@ class AdaptiveAugment(keras.layers.Layer):
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             r_t = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, r_t)
-        p = tf.convert_to_tensor(self.probability)
-        new_p = tf.clip_by_value(p + tf.sign(r_t - self.target) * self.speed, 0.0, 1.0)
+        new_p = self.next_probability(r_t)
         self.probability.assign(new_p)
         return new_p
+
+    def next_probability(self, r_t) -> tf.Tensor:
+        """``clip(p + sign(r_t - target) * speed, 0, 1)`` for an already averaged ``r_t``."""
+        p = tf.convert_to_tensor(self.probability)
+        return tf.clip_by_value(p + tf.sign(tf.cast(r_t, tf.float32) - self.target) * self.speed, 0.0, 1.0)
 
     def compute_output_shape(self, input_shape, seed_shape=None):
         return input_shape

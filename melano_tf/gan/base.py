@@ -211,10 +211,9 @@ class GAN(keras.Model):
                 else:
                     ew.assign(w)
         aug = self.augmenter
-        if aug.probability is not None:  # ADA: p <- clip(p + sign(r_t - target) * speed), every `interval` steps
-            p = tf.convert_to_tensor(aug.probability)
-            new_p = tf.clip_by_value(p + tf.sign(real_sign - aug.target) * aug.speed, 0.0, 1.0)
-            aug.probability.assign(tf.where(self.step % aug.interval == aug.interval - 1, new_p, p))
+        if aug.probability is not None:  # ADA, every `interval` steps, from the replica-averaged r_t
+            due = self.step % aug.interval == aug.interval - 1
+            aug.probability.assign(tf.where(due, aug.next_probability(real_sign), aug.probability))
         self.step.assign_add(1)
 
     # ----------------------------------------------------------------- sampling
