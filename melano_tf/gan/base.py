@@ -107,11 +107,15 @@ class GAN(keras.Model):
         return tf.stack([tf.constant(self.config.seed * 1_000_003 + salt, tf.int64),
                          tf.cast(self.step, tf.int64)])
 
+    def _replica_slice(self, draw, batch) -> tf.Tensor:
+        """This replica's rows of ``draw(global_batch)``, a draw for the whole global batch."""
+        rid, n = _replica()
+        return draw(batch * n)[rid * batch:(rid + 1) * batch]
+
     def normal(self, batch, shape, salt: int) -> tf.Tensor:
         """N(0, 1) noise of shape (batch, *shape): this replica's slice of the global batch's noise."""
-        rid, n = _replica()
-        full = tf.random.stateless_normal(tf.concat([[batch * n], shape], 0), self._seed(salt))
-        return full[rid * batch:(rid + 1) * batch]
+        return self._replica_slice(
+            lambda total: tf.random.stateless_normal(tf.concat([[total], shape], 0), self._seed(salt)), batch)
 
     def augment_seed(self, salt: int) -> tf.Tensor:
         rid, _ = _replica()
@@ -195,9 +199,8 @@ class GAN(keras.Model):
         """Class labels for generated images: uniform over the classes (conditional models only)."""
         if not self.num_classes:
             return None
-        rid, n = _replica()
-        full = tf.random.stateless_uniform([batch * n], self._seed(salt), 0, self.num_classes, dtype=tf.int32)
-        return full[rid * batch:(rid + 1) * batch]
+        return self._replica_slice(lambda total: tf.random.stateless_uniform(
+            [total], self._seed(salt), 0, self.num_classes, dtype=tf.int32), batch)
 
     # ----------------------------------------------------------------- cross-replica bookkeeping
     def after_step(self, real_sign) -> None:
