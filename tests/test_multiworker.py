@@ -70,7 +70,6 @@ def test_two_workers_train_chief_writes_and_job_resumes_after_kill(tmp_path, pha
             time.sleep(0.5)
         assert os.path.exists(index), open(tmp_path / "w0.log").read()[-2000:]
         procs[1].send_signal(signal.SIGKILL)  # a worker dies: the job is restarted as a whole
-        time.sleep(1)
     finally:
         _kill_all(procs)
     import tensorflow as tf
