@@ -274,7 +274,8 @@ def test_classifier_extractor_uses_penultimate_layer(tmp_path, lesions):
 
 
 def test_registry_names_and_unknown():
-    assert set(metrics.METRICS) == {"histograms", "swd", "msssim", "fid", "kid", "memorization"}
+    assert set(metrics.METRICS) == {"histograms", "swd", "msssim", "fid", "kid", "precision_recall",
+                                    "memorization"}
     with pytest.raises(ValueError, match="choose from"):
         metrics.compute("nope", None, None)
 
@@ -282,10 +283,35 @@ def test_registry_names_and_unknown():
 def test_online_evaluator_ranks_closer_samples_better(lesions):
     from melano_tf.metrics import online
     ev = online.OnlineEvaluator(lesions[:24])
-    good, bad = ev(lesions[24:48]), ev(_gamma(lesions[24:48], 2.5))
-    assert set(good) == {"eval/swd", "eval/swd_floor", "eval/kid"}
+    same, good, bad = ev(lesions[:24]), ev(lesions[24:48]), ev(_gamma(lesions[24:48], 2.5))
+    collapsed = ev(np.repeat(lesions[24:25], 24, axis=0))  # one image 24 times: realistic, no coverage
+    assert set(good) == {"eval/swd", "eval/swd_floor", "eval/kid", "eval/precision", "eval/recall",
+                         "eval/color_w1", "eval/color_w1_floor"}
     assert good["eval/swd"] < bad["eval/swd"] and good["eval/kid"] < bad["eval/kid"]
     assert online.best({100: bad, 200: good, 300: {"eval/kid": float("nan")}}) == 200
+    # precision / recall (higher is better) on the KID features
+    assert same["eval/precision"] == 1.0 and same["eval/recall"] == 1.0
+    assert good["eval/precision"] >= 0.8 and good["eval/recall"] >= 0.75
+    assert bad["eval/precision"] < 0.5 and bad["eval/recall"] < 0.5
+    assert collapsed["eval/precision"] >= 0.9 and collapsed["eval/recall"] <= 0.2
+    # colour W1: 0 against itself, about the real-vs-real floor for held-out real, far above for gamma
+    floor = good["eval/color_w1_floor"]
+    assert same["eval/color_w1"] == pytest.approx(0.0, abs=1e-9)
+    assert all(r["eval/color_w1_floor"] == floor for r in (same, bad, collapsed)) and 0 < floor < 10
+    assert good["eval/color_w1"] < 2 * floor and bad["eval/color_w1"] > 5 * good["eval/color_w1"]
+
+
+def test_online_color_w1_is_mean_of_rgb_and_lab_channel_w1(lesions):
+    from skimage import color
+    from melano_tf.metrics import online
+    a, b = lesions[:24], _gamma(lesions[24:48], 2.5)
+    ref = []
+    for to_values in (lambda x: x.reshape(-1, 3).astype(np.float64),
+                      lambda x: color.rgb2lab(x / 255.0).reshape(-1, 3)):
+        va, vb = to_values(a), to_values(b)
+        ref += [scipy.stats.wasserstein_distance(va[:, c], vb[:, c]) for c in range(3)]
+    h = [histograms.color_histograms(x, online.COLOR_SPACES) for x in (a, b)]
+    assert online.color_w1(*h) == pytest.approx(np.mean(ref), abs=0.05)  # Lab binned at 0.8-2 units
 
 
 def test_inception_extractor_loads_local_weights_file(tmp_path, monkeypatch, lesions):
