@@ -16,13 +16,14 @@ LOSSES = ("nonsaturating", "hinge", "wgan")
 PYRAMID_MODES = ("binomial", "bilinear")
 CONDITIONINGS = ("real", "generated")
 CROPS = ("center", "trim_black")
+UPSAMPLES = ("transpose", "resize")
 
 #: Fields that fix the shape of the networks or the meaning of a checkpoint: a resume that
 #: changes one of them is refused.
 STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
-    "loss",
+    "loss", "g_upsample", "mbstd_group",
 )
 
 
@@ -70,6 +71,8 @@ class TrainConfig:
     level_weights: tuple[float, ...] = ()   # mod: generator loss weight per level, coarse..fine
     condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
     pyramid_mode: str = "binomial"
+    g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper) or resize + 3x3 conv
+    mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
     conditional: bool = False
     num_classes: int = 0          # filled from the data when conditional
     # optimisation
@@ -83,7 +86,10 @@ class TrainConfig:
     beta_1: float = 0.5
     beta_2: float = 0.999
     ema_decay: float = 0.999
+    ema_halflife_images: int = 0  # > 0: EMA half-life in images (overrides ema_decay), ramped up
+    ema_rampup: float = 0.05      # half-life <= ema_rampup * images seen so far (0: no ramp-up)
     augment: str = "diffaugment"
+    augment_policy: str = "color,translation,cutout"
     ada_target: float = 0.6
     precision: str = "auto"
     strategy: str = "auto"
@@ -115,7 +121,7 @@ class TrainConfig:
             ("scheme", self.scheme, SCHEMES), ("precision", self.precision, PRECISIONS),
             ("strategy", self.strategy, STRATEGIES), ("augment", self.augment, AUGMENTS),
             ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
-            ("condition_on", self.condition_on, CONDITIONINGS),
+            ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -142,6 +148,15 @@ class TrainConfig:
             raise UserError(f"--eval_every={self.eval_every} --eval_samples={self.eval_samples}: need >= 0 and >= 4")
         if self.best_metric not in ("kid", "swd"):
             raise UserError(f"--best_metric={self.best_metric}: choose one of kid, swd")
+        if self.mbstd_group < 0 or self.mbstd_group > self.batch_size:
+            raise UserError(f"--mbstd_group={self.mbstd_group}: must be 0 (off) or 1..--batch_size")
+        if self.ema_halflife_images < 0 or self.ema_rampup < 0:
+            raise UserError(f"--ema_halflife_images={self.ema_halflife_images} --ema_rampup={self.ema_rampup}: "
+                            "must be >= 0")
+        if self.r1_gamma < 0:
+            raise UserError(f"--r1_gamma={self.r1_gamma}: must be >= 0")
+        from melano_tf.gan.augment import parse_policy
+        parse_policy(self.augment_policy)
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema_decay={self.ema_decay}: must be in [0, 1)")
 

@@ -57,6 +57,10 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("condition_on", d.condition_on, list(cfg.CONDITIONINGS),
                       "mod: finer levels condition on real or generated coarse images.")
     flags.DEFINE_enum("pyramid_mode", d.pyramid_mode, list(cfg.PYRAMID_MODES), "Pyramid up/down operators.")
+    flags.DEFINE_enum("g_upsample", d.g_upsample, list(cfg.UPSAMPLES),
+                      "Generator doubling: 4x4 stride-2 transposed conv (paper) or nearest resize + 3x3 conv.")
+    flags.DEFINE_integer("mbstd_group", d.mbstd_group, "Minibatch standard deviation feature in every "
+                         "discriminator over groups of this size (0: off; PGGAN uses 4).")
     flags.DEFINE_boolean("conditional", d.conditional, "Class-conditional G and projection D.")
     flags.DEFINE_enum("loss", d.loss, list(cfg.LOSSES), "Adversarial loss.")
     flags.DEFINE_float("r1_gamma", d.r1_gamma, "R1 penalty weight (0: off).")
@@ -68,7 +72,13 @@ def define_train_flags() -> None:
     flags.DEFINE_float("beta_1", d.beta_1, "Adam beta_1.")
     flags.DEFINE_float("beta_2", d.beta_2, "Adam beta_2.")
     flags.DEFINE_float("ema_decay", d.ema_decay, "Decay of the generator EMA used for sampling.")
+    flags.DEFINE_integer("ema_halflife_images", d.ema_halflife_images, "EMA half-life in images "
+                         "(> 0 overrides --ema_decay: decay = 0.5 ** (batch / half-life)).")
+    flags.DEFINE_float("ema_rampup", d.ema_rampup, "With --ema_halflife_images: half-life at most this "
+                       "fraction of the images seen so far (0: none).")
     flags.DEFINE_enum("augment", d.augment, list(cfg.AUGMENTS), "Augmentation of every image D sees.")
+    flags.DEFINE_string("augment_policy", d.augment_policy, "DiffAugment/ADA ops: comma-separated "
+                        "subset of color,translation,cutout.")
     flags.DEFINE_float("ada_target", d.ada_target, "ADA target for mean sign(D(real)).")
     flags.DEFINE_enum("precision", d.precision, list(cfg.PRECISIONS), "Numeric precision policy.")
     flags.DEFINE_enum("strategy", d.strategy, list(cfg.STRATEGIES), "tf.distribute strategy.")

@@ -18,12 +18,13 @@ class DCGAN(GAN):
     def build_generators(self):
         c = self.config
         return [networks.dcgan_generator(self.resolution, c.latent_dim, c.base_filters, c.min_filters,
-                                         num_classes=self.num_classes, name="generator")]
+                                         num_classes=self.num_classes, upsample=c.g_upsample, name="generator")]
 
     def build_discriminators(self):
         c = self.config
         return [networks.dcgan_discriminator(self.resolution, c.base_filters, c.min_filters,
-                                             num_classes=self.num_classes, name="discriminator")]
+                                             num_classes=self.num_classes, mbstd_group=c.mbstd_group,
+                                             name="discriminator")]
 
     def generate(self, generators, z, labels=None, training=False, seed=None):
         inputs = [z, labels] if self.num_classes else z

@@ -26,6 +26,7 @@ import math
 from typing import List, Optional
 
 import keras
+import tensorflow as tf
 
 from melano_tf.errors import UserError
 
@@ -54,6 +55,55 @@ def _bn(name: str) -> keras.layers.Layer:
     """BatchNorm synchronised across replicas (plain BN outside tf.distribute)."""
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=name)
+
+
+@keras.saving.register_keras_serializable(package="melano_tf")
+class MinibatchStddev(keras.layers.Layer):
+    """Minibatch standard deviation (Karras et al. 2018, PGGAN sec. 3): one extra feature map.
+
+    Rows are split into groups of ``G`` (row ``i`` in group ``i mod (B/G)``); per group,
+    ``s = mean_{h,w,c} sqrt(Var_group(x) + 1e-8)`` is appended as a constant channel, so D can see
+    how varied a batch is and G is penalised for collapsing. ``G`` falls back to 1 (feature 0)
+    when it does not divide the batch. Computed in float32.
+    """
+
+    def __init__(self, group_size: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.group_size = int(group_size)
+
+    def call(self, x):
+        shape = tf.shape(x)
+        b = shape[0]
+        g = tf.minimum(self.group_size, b)
+        g = tf.where(tf.equal(b % g, 0), g, 1)
+        y = tf.reshape(tf.cast(x, tf.float32), tf.concat([[g, -1], shape[1:]], 0))
+        y = tf.sqrt(tf.math.reduce_variance(y, axis=0) + 1e-8)          # (B/G, H, W, C)
+        y = tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True)               # (B/G, 1, 1, 1)
+        y = tf.tile(y, tf.stack([g, shape[1], shape[2], 1]))               # (B, H, W, 1)
+        return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "group_size": self.group_size}
+
+
+def _mbstd(h, group_size: int):
+    return MinibatchStddev(group_size, name="minibatch_stddev")(h) if group_size > 0 else h
+
+
+def _upsample_block(h, filters: int, upsample: str, name: str):
+    """One doubling: ``Conv2DTranspose(F, 4, strides=2)`` (DCGAN) or nearest x2 + ``Conv2D(F, 3)``
+    (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts": no uneven kernel overlap)."""
+    if upsample == "transpose":
+        return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False,
+                                            kernel_initializer=_init(), name=name)(h)
+    if upsample != "resize":
+        raise UserError(f"--g_upsample={upsample}: choose one of transpose, resize")
+    h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(h)
+    return keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=_init(),
+                               name=name)(h)
 
 
 def _label_input() -> keras.KerasTensor:
@@ -93,12 +143,14 @@ def dcgan_generator(
     min_filters: int = 32,
     num_classes: int = 0,
     width: float = 1.0,
+    upsample: str = "transpose",
     name: str = "dcgan_generator",
 ) -> keras.Model:
     """DCGAN generator ``z (B, latent_dim) [, label (B,)] -> image (B, R, R, 3)`` in [-1, 1].
 
     ``z -> Dense(4*4*F_4) -> BN -> ReLU`` then, per doubling,
     ``Conv2DTranspose(F_r, 4, strides=2) -> BN -> ReLU`` with ``F_r = max(min, base*4/r)``
+    (``upsample="resize"``: nearest x2 then ``Conv2D(F_r, 3)``)
     (:func:`dcgan_filters`), then ``Conv2D(3, 3) -> tanh`` in float32. Conditional: ``z`` is
     concatenated with ``Embedding(num_classes, latent_dim)(label)``.
     With defaults at 256 px: ~13.3 M parameters.
@@ -120,8 +172,7 @@ def dcgan_generator(
     h = keras.layers.ReLU(name="project_relu")(h)
     for i, f in enumerate(filters[1:], start=1):
         r = 4 * 2 ** i
-        h = keras.layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=False,
-                                         kernel_initializer=_init(), name=f"up{r}")(h)
+        h = _upsample_block(h, f, upsample, name=f"up{r}")
         h = _bn(f"up{r}_bn")(h)
         h = keras.layers.ReLU(name=f"up{r}_relu")(h)
     h = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), dtype="float32",
@@ -136,6 +187,7 @@ def dcgan_discriminator(
     min_filters: int = 32,
     num_classes: int = 0,
     width: float = 1.0,
+    mbstd_group: int = 0,
     name: str = "dcgan_discriminator",
 ) -> keras.Model:
     """DCGAN discriminator ``image (B, R, R, 3) [, label (B,)] -> logits (B, 1)`` float32.
@@ -143,6 +195,7 @@ def dcgan_discriminator(
     Mirrors :func:`dcgan_generator`: per halving ``Conv2D(F_r, 4, strides=2) -> LeakyReLU(0.2)``
     down to 4x4 (``F_r`` as in the generator at the output size ``r``), flatten, ``Dense(1)``.
     No normalisation (safe with gradient penalties). Conditional: projection head.
+    ``mbstd_group > 0``: :class:`MinibatchStddev` on the 4x4 features before flatten.
     """
     filters = dcgan_filters(resolution, base_filters, min_filters, width)
     image = keras.Input(shape=(resolution, resolution, 3), name="image")
@@ -154,6 +207,7 @@ def dcgan_discriminator(
         h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_init(),
                                 name=f"down{r}")(h)
         h = keras.layers.LeakyReLU(negative_slope=LEAK, name=f"down{r}_lrelu")(h)
+    h = _mbstd(h, mbstd_group)
     h = keras.layers.Flatten(name="flatten")(h)
     label = None
     if num_classes > 0:
@@ -212,6 +266,7 @@ def lapgan_level_discriminator(
     max_filters: int = 512,
     num_classes: int = 0,
     width: float = 1.0,
+    mbstd_group: int = 0,
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level discriminator ``[image, condition] (+ label) -> logits (B, 1)`` float32.
@@ -219,7 +274,7 @@ def lapgan_level_discriminator(
     ``image = coarse_up + h`` and ``condition = coarse_up`` (both (B,R,R,3)) are concatenated to 6
     channels; then per halving down to 4x4 ``Conv2D(F_i, 4, strides=2) -> LeakyReLU(0.2)`` with
     ``F_i = min(filters * 2^i, max_filters)``; flatten; ``Dense(1)`` (projection head if
-    conditional).
+    conditional). ``mbstd_group > 0``: :class:`MinibatchStddev` on the 4x4 features.
     """
     n = _log2_resolution(resolution) - 2
     name = name or f"lapgan_discriminator_{resolution}"
@@ -234,6 +289,7 @@ def lapgan_level_discriminator(
         h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_init(),
                                 name=f"down{r}")(h)
         h = keras.layers.LeakyReLU(negative_slope=LEAK, name=f"down{r}_lrelu")(h)
+    h = _mbstd(h, mbstd_group)
     h = keras.layers.Flatten(name="flatten")(h)
     label = None
     if num_classes > 0:

@@ -1,0 +1,291 @@
+"""Quality benchmark: do the samples match the data? The yardstick of every training recipe.
+
+For each row (a name, a flagfile and extra flags) and each seed, train on built-in phantoms with
+``bin/train_lapgan`` (a subprocess; a finished run is reused, a killed one resumes), then score the
+exported EMA generator against the run's own training split:
+
+* SWD x1e3 per pyramid level and mean, as a multiple of the real-vs-real floor (two real halves)
+* colour W1 per channel (RGB and Lab), as a multiple of the same W1 between two real halves
+* MS-SSIM of random sample pairs beside that of real pairs (diversity; lower = more diverse)
+* KID x1e3 and improved precision / recall (Kynkaenniemi et al. 2019, k = 3), in the feature
+  space of a phantom classifier trained here on real phantoms (the lesion-type features that
+  matter; ``--features=random_conv`` uses the untrained extractor instead)
+* class coverage: the share of samples that classifier assigns to each class against the real
+  class frequencies, and the largest gap in points
+
+Each run leaves ``OUT/<row>/seed<S>.png`` (64 samples) and ``OUT/real.png``; ``OUT/runs.jsonl``
+holds every run's figures, ``OUT/table.md`` the mean +- std per row. Example (the quick start,
+3 seeds)::
+
+    python bench/quality.py --row=quickstart:configs/quickstart.cfg --seeds=0,1,2 --out=bench_out/quality
+
+Rows: ``--row=NAME:FLAGFILE`` or ``--row="NAME:FLAGFILE:--flag=v --flag2=w"`` (repeatable). ``--jobs``
+trains that many runs at once (a GPU machine with many cores); scoring is sequential.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+flags.DEFINE_multi_string("row", [], "NAME:FLAGFILE[:EXTRA FLAGS] (repeatable).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (training, phantoms and sampling).")
+flags.DEFINE_string("out", "bench_out/quality", "Output folder (runs/, grids, runs.jsonl, table.md).")
+flags.DEFINE_string("extra", "", "Flags added to every row's training command (e.g. --train_steps=500).")
+flags.DEFINE_integer("jobs", 1, "Training runs at once.")
+flags.DEFINE_enum("features", "classifier", ["classifier", "random_conv"], "Feature space of KID and P/R.")
+flags.DEFINE_integer("classifier_epochs", 8, "Epochs of the phantom classifier.")
+flags.DEFINE_boolean("train_only", False, "Only train (no scoring).")
+FLAGS = flags.FLAGS
+
+CHANNELS = {"rgb": ("R", "G", "B"), "lab": ("L", "a", "b")}
+
+
+def _say(msg: str) -> None:
+    print(f"[quality] {msg}", flush=True)
+
+
+def parse_row(spec: str) -> tuple[str, str, list[str]]:
+    parts = spec.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not os.path.isfile(parts[1]):
+        raise app.UsageError(f"--row={spec}: expected NAME:FLAGFILE[:EXTRA FLAGS] with an existing flagfile")
+    return parts[0], parts[1], shlex.split(parts[2]) if len(parts) > 2 else []
+
+
+def run_dir(name: str, seed: int) -> str:
+    return os.path.join(FLAGS.out, "runs", f"{name}_seed{seed}")
+
+
+def train(name: str, flagfile: str, extra: list[str], seed: int) -> tuple[str, float]:
+    """Train one run (reused when its export exists); returns (run folder, wall seconds)."""
+    model_dir = run_dir(name, seed)
+    done = os.path.join(model_dir, "bench_train.json")
+    if os.path.exists(done):
+        with open(done, encoding="utf-8") as f:
+            return model_dir, json.load(f)["seconds"]
+    os.makedirs(model_dir, exist_ok=True)
+    cmd = [sys.executable, os.path.join(ROOT, "bin", "train_lapgan"), f"--flagfile={flagfile}",
+           f"--model_dir={model_dir}", f"--seed={seed}", *shlex.split(FLAGS.extra), *extra]
+    t0 = time.time()
+    with open(os.path.join(model_dir, "bench_train.log"), "a", encoding="utf-8") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.time() - t0
+    if rc != 0:
+        raise RuntimeError(f"training {name} seed {seed} failed (rc {rc}); see {model_dir}/bench_train.log")
+    with open(done, "w", encoding="utf-8") as f:
+        json.dump({"seconds": seconds, "command": cmd}, f)
+    _say(f"trained {name} seed {seed} in {seconds:.0f} s")
+    return model_dir, seconds
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+def load_labelled(cache_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    from melano_tf import viz
+    from melano_tf.data import pipeline
+    ds = pipeline.make_dataset(cache_dir, split, 64, shuffle=False, repeat=False, augment=False,
+                               drop_remainder=False)
+    xs, ys = [], []
+    for x, y in ds:
+        xs.append(viz.to_uint8(x.numpy()))
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+class PhantomClassifier:
+    """A small CNN trained on real phantoms: class coverage of samples and a lesion feature space."""
+
+    def __init__(self, cache_dir: str, epochs: int, seed: int = 0):
+        import keras
+        from melano_tf.classify.model import small_cnn
+        x, y = load_labelled(cache_dir, "train")
+        xv, yv = load_labelled(cache_dir, "validation")
+        self.num_classes = int(max(y.max(), yv.max()) + 1)
+        keras.utils.set_random_seed(seed)
+        self.model = small_cnn(x.shape[1], self.num_classes)
+        self.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+        aug = np.concatenate([x, x[:, ::-1], x[:, :, ::-1], np.rot90(x, 1, (1, 2))])
+        self.model.fit(self._float(aug), np.tile(y, 4), batch_size=64, epochs=epochs, verbose=0)
+        self.val_accuracy = float((self.predict(xv).argmax(1) == yv).mean())
+        self.features_model = keras.Model(self.model.inputs, self.model.get_layer("pool").output)
+
+    @staticmethod
+    def _float(x):
+        return x.astype(np.float32) / 127.5 - 1.0
+
+    def predict(self, x):
+        return self.model.predict(self._float(x), batch_size=256, verbose=0)
+
+    def features(self, x):
+        return self.features_model.predict(self._float(x), batch_size=256, verbose=0)
+
+
+def halves(x: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    p = np.random.default_rng(seed).permutation(len(x))
+    return x[p[: len(x) // 2]], x[p[len(x) // 2:]]
+
+
+def colour_w1(h_a: dict, h_b: dict) -> dict:
+    from melano_tf.metrics import histograms
+    d = histograms.histogram_distances(h_a, h_b)
+    return {f"{s}/{c}": d[f"hist/{s}/{c}/w1"] for s, chans in CHANNELS.items() for c in chans}
+
+
+def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> dict:
+    """Every figure of one run against its training split (samples: as many as real images)."""
+    from melano_tf import viz
+    from melano_tf.metrics import METRICS, fid, histograms, sampling
+    from melano_tf.metrics import features as feats
+    from melano_tf.metrics.precision_recall import precision_recall_from_activations
+    real, real_y = load_labelled(os.path.join(model_dir, "cache"), "train")
+    gen = sampling.load_generator(model_dir=model_dir)
+    fake, _ = sampling.sample_all(gen, len(real), seed=1000 + seed, batch_size=64, progress=False)
+    out = {}
+    s = METRICS["swd"](real, fake, seed=seed)
+    levels = sorted(int(k.split("/")[1]) for k in s if k.startswith("swd/") and k != "swd/mean")
+    for r in levels:
+        out[f"swd_x/{r}"] = s[f"swd/{r}"] / s[f"swd_floor/{r}"]
+    out["swd"] = s["swd/mean"]
+    out["swd_floor"] = s["swd_floor/mean"]
+    out["swd_x"] = s["swd/mean"] / s["swd_floor/mean"]
+    a, b = halves(real, seed)
+    spaces = tuple(CHANNELS)
+    w_fake = colour_w1(histograms.color_histograms(real, spaces), histograms.color_histograms(fake, spaces))
+    w_real = colour_w1(histograms.color_histograms(a, spaces), histograms.color_histograms(b, spaces))
+    for k in w_fake:
+        out[f"w1_x/{k}"] = w_fake[k] / max(w_real[k], 1e-6)
+    out["w1_x"] = float(np.mean([out[f"w1_x/{k}"] for k in w_fake]))
+    m = METRICS["msssim"](real, fake, num_pairs=500, seed=seed)
+    out["msssim"], out["msssim_real"] = m["msssim/fake"], m["msssim/real"]
+    if classifier is not None:
+        extract = classifier.features
+    else:
+        extract = feats.random_conv()
+    act_r, act_f = np.asarray(extract(real)), np.asarray(extract(fake))
+    act_a, act_b = np.asarray(extract(a)), np.asarray(extract(b))
+    kid, _ = fid.kid_from_activations(act_r, act_f, 50, min(len(real), len(fake), 500), seed)
+    out["kid_x1e3"] = 1e3 * kid
+    pr = precision_recall_from_activations(act_r, act_f)
+    out["precision"], out["recall"] = pr["precision"], pr["recall"]
+    pr_real = precision_recall_from_activations(act_a, act_b)
+    out["precision_real"], out["recall_real"] = pr_real["precision"], pr_real["recall"]
+    if classifier is not None:
+        pred = classifier.predict(fake).argmax(1)
+        k = classifier.num_classes
+        share_fake = np.bincount(pred, minlength=k) / len(pred)
+        share_real = np.bincount(real_y, minlength=k) / len(real_y)
+        out["class_share"] = [round(float(v), 3) for v in share_fake]
+        out["class_share_real"] = [round(float(v), 3) for v in share_real]
+        out["class_gap_pts"] = float(100 * np.abs(share_fake - share_real).max())
+    grid = os.path.join(FLAGS.out, os.path.basename(model_dir).rsplit("_seed", 1)[0], f"seed{seed}.png")
+    os.makedirs(os.path.dirname(grid), exist_ok=True)
+    viz.save_png(grid, viz.grid(fake[:64], 8))
+    real_grid = os.path.join(FLAGS.out, "real.png")
+    if not os.path.exists(real_grid):
+        viz.save_png(real_grid, viz.grid(real[:64], 8))
+    out["grid"] = os.path.relpath(grid, FLAGS.out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ table
+
+COLUMNS = [("swd_x", "SWD / floor", 2), ("w1_x", "colour W1 / real", 2), ("msssim", "MS-SSIM", 3),
+           ("kid_x1e3", "KID x1e3", 1), ("precision", "precision", 2), ("recall", "recall", 2),
+           ("class_gap_pts", "class gap (pts)", 1), ("train_seconds", "train s", 0)]
+
+
+def table(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(r["row"] for r in rows))
+    levels = sorted({k for r in rows for k in r if k.startswith("swd_x/")}, key=lambda k: int(k.split("/")[1]))
+    head = ["row", "seeds"] + [c[1] for c in COLUMNS[:1]] + [f"SWD/floor {k.split('/')[1]}px" for k in levels] \
+        + [c[1] for c in COLUMNS[1:]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = {}
+    for name in names:
+        rs = [r for r in rows if r["row"] == name]
+
+        def cell(key, nd):
+            v = np.array([r[key] for r in rs if key in r], float)
+            if not len(v):
+                return ""
+            return f"{v.mean():.{nd}f} ± {v.std():.{nd}f}" if len(v) > 1 else f"{v.mean():.{nd}f}"
+        cells = [name, str(len(rs)), cell("swd_x", 2)] + [cell(k, 2) for k in levels] \
+            + [cell(k, nd) for k, _, nd in COLUMNS[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+        for k in ("msssim_real", "precision_real", "recall_real", "swd_floor", "class_share_real"):
+            ref.setdefault(k, [r[k] for r in rs if k in r])
+    notes = []
+    if ref.get("swd_floor"):
+        notes.append(f"real-vs-real: SWD floor x1e3 {np.mean(ref['swd_floor']):.1f}")
+    if ref.get("msssim_real"):
+        notes.append(f"MS-SSIM of real pairs {np.mean(ref['msssim_real']):.3f}")
+    if ref.get("precision_real"):
+        notes.append(f"precision / recall of two real halves {np.mean(ref['precision_real']):.2f} / "
+                     f"{np.mean(ref['recall_real']):.2f}")
+    if ref.get("class_share_real"):
+        notes.append(f"real class shares {ref['class_share_real'][0]}")
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + "\n"
+
+
+def main(argv):
+    del argv
+    if not FLAGS.row:
+        raise app.UsageError("give at least one --row=NAME:FLAGFILE")
+    rows = [parse_row(r) for r in FLAGS.row]
+    seeds = [int(s) for s in FLAGS.seeds]
+    os.makedirs(FLAGS.out, exist_ok=True)
+    jobs = [(name, ff, extra, s) for name, ff, extra in rows for s in seeds]
+    with ThreadPoolExecutor(max(1, FLAGS.jobs)) as pool:
+        trained = list(pool.map(lambda j: (j, *train(*j)), jobs))
+    if FLAGS.train_only:
+        return
+    results_path = os.path.join(FLAGS.out, "runs.jsonl")
+    previous = {}
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                    previous[(r["row"], r["seed"], r["model_dir"])] = r
+                except (ValueError, KeyError):
+                    continue
+    classifier = None
+    all_rows = []
+    for (name, _, _, seed), model_dir, seconds in trained:
+        key = (name, seed, model_dir)
+        if key in previous:
+            all_rows.append(previous[key])
+            continue
+        if FLAGS.features == "classifier" and classifier is None:
+            classifier = PhantomClassifier(os.path.join(model_dir, "cache"), FLAGS.classifier_epochs)
+            _say(f"phantom classifier: validation accuracy {classifier.val_accuracy:.3f}")
+        t0 = time.time()
+        r = {"row": name, "seed": seed, "model_dir": model_dir, "train_seconds": seconds,
+             **score(model_dir, seed, classifier)}
+        if classifier is not None:
+            r["classifier_val_accuracy"] = classifier.val_accuracy
+        _say(f"{name} seed {seed}: SWD {r['swd_x']:.2f}x floor, colour W1 {r['w1_x']:.2f}x, "
+             f"P/R {r['precision']:.2f}/{r['recall']:.2f}, class gap {r.get('class_gap_pts', float('nan')):.1f} pts "
+             f"({time.time() - t0:.0f} s)")
+        with open(results_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(r) + "\n")
+        all_rows.append(r)
+    text = table(all_rows)
+    from melano_tf import fileio
+    fileio.write_text_atomic(os.path.join(FLAGS.out, "table.md"), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    app.run(main)
