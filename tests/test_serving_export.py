@@ -202,7 +202,7 @@ def test_generator_fresh_process_reproduces_outputs(tmp_path):
         expected = gan.sample(tf.constant(z)).numpy()
         np.testing.assert_allclose(out["latents.images"], expected, atol=1e-5)
         z7 = tf.random.stateless_normal([2, 16], tf.constant([7, 0], tf.int64))
-        expected7 = gan.sample(z7, seed=(7, 1)).numpy()
+        expected7 = gan.sample(z7).numpy()   # level noise from the latents alone
         np.testing.assert_allclose(out["sample.images"], expected7, atol=1e-5)
         assert out["sample.images_uint8"].dtype == np.uint8 and out["sample.images_uint8"].shape == (2, RES, RES, 3)
 

@@ -71,7 +71,10 @@ class GAN(keras.Model):
         raise NotImplementedError
 
     def generate(self, generators, z, labels=None, training=False, seed=None) -> list[tf.Tensor]:
-        """Images of every level, coarse to fine, from latents ``z``; level noise from ``seed`` if given."""
+        """Images of every level, coarse to fine, from latents ``z``.
+
+        Level noise (pyramid schemes): in training from the step's seeds; otherwise drawn per row
+        from the row's latent and ``seed`` (an optional extra key), so it does not depend on the batch."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- optimisers
@@ -136,10 +139,18 @@ class GAN(keras.Model):
         return stats, finite
 
     def two_player_step(self, d_loss, g_loss):
-        """D update then G update; the dict every ``train_step`` returns (per-replica means)."""
+        """D update then G update; the dict every ``train_step`` returns (per-replica means).
+
+        ``skipped`` counts the updates that were not applied: non-finite gradients under a
+        ``LossScaleOptimizer`` (mixed_float16), which skips them and lowers its scale. Other
+        optimizers (float32, bfloat16) apply them; the training loop stops on the non-finite loss.
+        """
         d_stats, d_ok = self.update(self.d_optimizer, self.d_variables, d_loss)
         g_stats, g_ok = self.update(self.g_optimizer, self.g_variables, g_loss)
-        skipped = 2.0 - tf.cast(d_ok, tf.float32) - tf.cast(g_ok, tf.float32)
+        skipped = tf.constant(0.0)
+        for optimizer, ok in ((self.d_optimizer, d_ok), (self.g_optimizer, g_ok)):
+            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                skipped += 1.0 - tf.cast(ok, tf.float32)
         return {**d_stats, **g_stats, "skipped": skipped}
 
     # ----------------------------------------------------------------- adversarial terms
@@ -155,6 +166,16 @@ class GAN(keras.Model):
         out = d(inputs if len(inputs) > 1 else inputs[0], training=training)
         return tf.cast(tf.reshape(out, [-1]), tf.float32)
 
+    def penalty_scale(self):
+        """Loss scale of the R1 / GP inner gradient ``dD(x)/dx``: 1 unless D's optimizer scales losses
+        (mixed_float16), then ``min(its dynamic scale, losses.PENALTY_SCALE)``. The inner backward pass
+        through float16 layers would underflow unscaled; tied to the dynamic scale, an overflow of it
+        makes the optimizer skip the step and lower the scale like any other overflow."""
+        opt = self.d_optimizer
+        if isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            return tf.minimum(tf.cast(opt.dynamic_scale, tf.float32), losses_lib.PENALTY_SCALE)
+        return 1.0
+
     def d_terms(self, level, real, fake, cond_real, cond_fake, labels, salt):
         """Per-example discriminator loss of one level, with its R1 / GP penalty, and statistics."""
         real_logits = self.discriminate(level, real, cond_real, labels, salt)
@@ -164,11 +185,14 @@ class GAN(keras.Model):
         if c.loss == "wgan" or c.r1_gamma > 0:
             def d_fn(x, cond, s):
                 return self.discriminate(level, x, cond, labels, s)
+            scale = self.penalty_scale()
             if c.loss == "wgan":
                 loss += losses_lib.gradient_penalty(lambda x: d_fn(x, cond_real, salt + 2), real, fake,
-                                                     weight=c.gp_weight, seed=self.augment_seed(salt + 3))
+                                                     weight=c.gp_weight, seed=self.augment_seed(salt + 3),
+                                                     scale=scale)
             if c.r1_gamma > 0:
-                loss += losses_lib.r1_penalty(lambda x: d_fn(x, cond_real, salt), real, gamma=c.r1_gamma)
+                loss += losses_lib.r1_penalty(lambda x: d_fn(x, cond_real, salt), real, gamma=c.r1_gamma,
+                                              scale=scale)
         stats = {"d_real": tf.reduce_mean(real_logits), "d_fake": tf.reduce_mean(fake_logits),
                  "real_sign": tf.reduce_mean(tf.sign(real_logits))}
         return loss, stats
@@ -220,10 +244,14 @@ class GAN(keras.Model):
         self.step.assign_add(1)
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, z, labels=None, ema=True, all_levels=False, seed=(0, 1)):
-        """Generated images in [-1, 1] (float32) from latents ``z``; the EMA generator by default."""
+    def sample(self, z, labels=None, ema=True, all_levels=False, seed=None):
+        """Generated images in [-1, 1] (float32) from latents ``z``; the EMA generator by default.
+
+        Pyramid level noise is drawn per row from its latent (an image depends on its latent only,
+        not on the batch); ``seed`` (optional, int pair) is an extra key mixed into every row's noise."""
         gens = self.ema_generators if ema else self.generators
-        levels = self.generate(gens, z, labels, training=False, seed=tf.constant(seed, tf.int64))
+        levels = self.generate(gens, z, labels, training=False,
+                               seed=None if seed is None else tf.constant(seed, tf.int64))
         levels = [tf.clip_by_value(tf.cast(x, tf.float32), -1.0, 1.0) for x in levels]
         return levels if all_levels else levels[-1]
 

@@ -56,31 +56,49 @@ class LAPGAN(GAN):
         """Gaussian pyramid of the real batch, coarse to fine."""
         return list(reversed(pyramid.gaussian_pyramid(real, self.config.num_levels, self.config.pyramid_mode)))
 
-    def level_noise(self, batch, k: int, seed=None):
-        r = self.pyramid_resolutions[k]
-        if seed is None:
-            return self.normal(batch, [r, r, self.NOISE_CHANNELS], salt=100 + k)
-        return tf.random.stateless_normal([batch, r, r, self.NOISE_CHANNELS],
-                                          tf.cast(seed, tf.int64) + tf.constant([0, 7919], tf.int64) * k)
+    def latent_keys(self, z, seed=None) -> tf.Tensor:
+        """One int64 key per row of ``z``: a hash of the row's latent vector (and of ``seed``, if given).
 
-    def refine(self, generator, k, coarse, labels, training, seed=None):
+        Sampling draws every row's level noise from its own key, so a latent always gives the same
+        image whatever batch it is in, different latents get different noise maps, and everything
+        stays deterministic from the latents (which callers draw from their seed)."""
+        bits = tf.cast(tf.bitcast(tf.cast(z, tf.float32), tf.int32), tf.int64)   # (N, latent_dim)
+        if seed is not None:
+            seed = tf.reshape(tf.cast(seed, tf.int64), [1, -1])
+            bits = tf.concat([bits, tf.tile(seed, [tf.shape(bits)[0], 1])], axis=1)
+        return tf.bitcast(tf.fingerprint(bits), tf.int64)   # (N, 8) uint8 -> (N,)
+
+    def level_noise(self, batch, k: int, keys=None, salt: int = 100):
+        """Noise maps of level ``k``: in training from the step's stateless seed ``salt + k`` (this
+        replica's slice of the global batch); at sampling (``keys`` from ``latent_keys``) row i from
+        the seed ``(keys[i], k)``."""
+        shape = [self.pyramid_resolutions[k]] * 2 + [self.NOISE_CHANNELS]
+        if keys is None:
+            return self.normal(batch, shape, salt=salt + k)
+        seeds = tf.stack([keys, tf.fill(tf.shape(keys), tf.constant(k, tf.int64))], axis=1)
+        return tf.map_fn(lambda s: tf.random.stateless_normal(shape, s), seeds, fn_output_signature=tf.float32)
+
+    def refine(self, generator, k, coarse, labels, training, keys=None, salt: int = 100):
         """I_k = u(coarse) + G_k(u(coarse), noise); returns (I_k, u(coarse))."""
         up = pyramid.upsample(tf.cast(coarse, tf.float32), self.config.pyramid_mode)
-        inputs = [up, self.level_noise(tf.shape(coarse)[0], k, seed)]
+        inputs = [up, self.level_noise(tf.shape(coarse)[0], k, keys, salt)]
         if self.num_classes:
             inputs.append(labels)
         return up + tf.cast(generator(inputs, training=training), tf.float32), up
 
-    def chain(self, generators, z, labels=None, training=False, real_coarse=None, seed=None):
+    def chain(self, generators, z, labels=None, training=False, real_coarse=None, seed=None, salt: int = 100):
         """Images and conditions of every level, coarse to fine.
 
         ``real_coarse``: real pyramid (coarse to fine) to condition finer levels on; None
-        conditions every level on the generated coarser image (sampling)."""
+        conditions every level on the generated coarser image (sampling). Level noise: in
+        training from the step's seeds ``salt + k``; otherwise per row from its latent (and
+        ``seed``, an optional extra key), see ``latent_keys``."""
+        keys = None if training else self.latent_keys(z, seed)
         first = generators[0]([z, labels] if self.num_classes else z, training=training)
         images, conditions = [tf.cast(first, tf.float32)], [None]
         for k in range(1, len(generators)):
             coarse = images[-1] if real_coarse is None else real_coarse[k - 1]
-            image, up = self.refine(generators[k], k, coarse, labels, training, seed)
+            image, up = self.refine(generators[k], k, coarse, labels, training, keys, salt)
             images.append(image)
             conditions.append(up)
         return images, conditions
@@ -106,7 +124,10 @@ class LAPGAN(GAN):
             z = self.normal(batch, [self.latent_dim], salt=2)
             g_labels = self.random_labels(batch, salt=3)
             fake0 = self.generate(self.generators[:1], z, g_labels, training=True)[0]
-            fakes, conds = self.chain(self.generators, z, labels, training=True, real_coarse=real_pyr)
+            # Level noise salts of its own (300 + k; the D pass uses 100 + k): the finer levels see
+            # the real coarse image and their noise only, so shared noise would make the G pass
+            # redraw exactly the fakes D was just trained on; the passes draw independent z too.
+            fakes, conds = self.chain(self.generators, z, labels, training=True, real_coarse=real_pyr, salt=300)
             terms = [(self.g_terms(0, fake0, None, g_labels, salt=200), {})]
             terms += [(self.g_terms(k, fakes[k], conds[k], labels, salt=200 + 10 * k), {})
                       for k in range(1, len(fakes))]

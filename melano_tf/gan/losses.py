@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
 
+import keras
 import tensorflow as tf
 
 from melano_tf.errors import UserError
@@ -78,17 +79,32 @@ def wgan_g_loss(fake_logits) -> tf.Tensor:
 
 # --- gradient penalties ------------------------------------------------------------------------
 
-def _input_gradients(d_fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
+#: Factor on ``sum_b D(x)_b`` before a penalty's inner gradient when layers compute in float16
+#: (``scale=None`` under a mixed_float16 policy): the backward pass through float16 layers then
+#: holds ``PENALTY_SCALE * dD/d(.)``, which does not underflow where the unscaled gradient would
+#: (float16 subnormals end at 6e-8), and overflows only above 65504 / 2**10 = 64.
+PENALTY_SCALE = 2.0 ** 10
+
+
+def _default_scale() -> float:
+    return PENALTY_SCALE if keras.mixed_precision.global_policy().compute_dtype == "float16" else 1.0
+
+
+def _input_gradients(d_fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, scale=None) -> tf.Tensor:
     """``grad_x sum_b D(x)_b`` (per example, since examples do not interact in D), float32.
 
-    Differentiable (second order) when called under an outer ``GradientTape``.
+    ``scale``: the sum is multiplied by it before the gradient and the float32 gradient divided by
+    it afterwards (loss scaling of the inner gradient, for float16 layers); None: ``PENALTY_SCALE``
+    under a mixed_float16 global policy, else 1. Differentiable (second order) when called under an
+    outer ``GradientTape``.
     """
+    scale = tf.cast(_default_scale() if scale is None else scale, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = tf.cast(d_fn(x), tf.float32)
-        total = tf.reduce_sum(logits)
+        total = tf.reduce_sum(logits) * scale
     grads = tape.gradient(total, x)
-    return tf.cast(grads, tf.float32)
+    return tf.cast(grads, tf.float32) / scale
 
 
 def _sq_norm(grads: tf.Tensor) -> tf.Tensor:
@@ -103,6 +119,7 @@ def gradient_penalty(
     weight: float = 10.0,
     seed: Optional[tf.Tensor] = None,
     alpha: Optional[tf.Tensor] = None,
+    scale=None,
 ) -> tf.Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017, eq. 3), per example, shape (B,).
 
@@ -113,6 +130,7 @@ def gradient_penalty(
     seed: shape-[2] int tensor for ``tf.random.stateless_uniform`` (reproducible, per replica);
       None draws with the stateful ``tf.random.uniform``. ``alpha`` (shape (B,)) overrides both.
     ``fake`` should be detached from G's graph (``tf.stop_gradient``) for the D step.
+    scale: loss scale of the inner gradient (float16 layers), see ``_input_gradients``.
     """
     real = tf.convert_to_tensor(real)
     fake = tf.cast(tf.convert_to_tensor(fake), real.dtype)
@@ -124,20 +142,21 @@ def gradient_penalty(
             alpha = tf.random.uniform([batch], dtype=tf.float32)
     alpha = tf.reshape(tf.cast(alpha, real.dtype), [-1] + [1] * (real.shape.rank - 1))
     x_hat = real + alpha * (fake - real)
-    grads = _input_gradients(d_fn, x_hat)
+    grads = _input_gradients(d_fn, x_hat, scale)
     norm = tf.sqrt(_sq_norm(grads) + 1e-12)  # eps: finite gradient of sqrt at 0
     return weight * tf.square(norm - 1.0)
 
 
 def r1_penalty(
-    d_fn: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, gamma: float = 10.0
+    d_fn: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, gamma: float = 10.0, scale=None
 ) -> tf.Tensor:
     """R1 regulariser (Mescheder et al. 2018, eq. 9), per example, shape (B,).
 
     ``R1 = gamma / 2 * ||grad_x D(x)||_2^2`` on real images ``x``. Add it to the D loss (every
     step, or every k steps multiplied by k as in StyleGAN2's lazy regularisation).
+    scale: loss scale of the inner gradient (float16 layers), see ``_input_gradients``.
     """
-    grads = _input_gradients(d_fn, tf.convert_to_tensor(real))
+    grads = _input_gradients(d_fn, tf.convert_to_tensor(real), scale)
     return 0.5 * gamma * _sq_norm(grads)
 
 

@@ -45,8 +45,9 @@ class ModifiedLAPGAN(LAPGAN):
         def g_loss():
             z = self.normal(batch, [self.latent_dim], salt=2)
             g_labels = labels if on_real else self.random_labels(batch, salt=3)
+            # level noise salts of its own (300 + k; D pass 100 + k), as z: independent of the D pass's fakes
             fakes, _ = self.chain(self.generators, z, g_labels, training=True,
-                                  real_coarse=real_pyr if on_real else None)
+                                  real_coarse=real_pyr if on_real else None, salt=300)
             terms = [(self.g_terms(k, fakes[k], None, g_labels, salt=200 + 10 * k), {})
                      for k in range(len(fakes))]
             return self.sum_levels(terms, weights=weights, prefix="g")
