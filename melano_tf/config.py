@@ -88,6 +88,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_halflife_images: int = 0  # > 0: EMA half-life in images (overrides ema_decay), ramped up
     ema_rampup: float = 0.05      # half-life <= ema_rampup * images seen so far (0: no ramp-up)
+    ema_bn: str = "track"         # EMA generator's BN statistics: tracked with its own weights, or copied
     augment: str = "diffaugment"
     augment_policy: str = "color,translation,cutout"
     ada_target: float = 0.6
@@ -122,6 +123,7 @@ class TrainConfig:
             ("strategy", self.strategy, STRATEGIES), ("augment", self.augment, AUGMENTS),
             ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
+            ("ema_bn", self.ema_bn, ("track", "copy")),
         ]
         for name, value, allowed in checks:
             if value not in allowed:

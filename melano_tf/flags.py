@@ -74,6 +74,9 @@ def define_train_flags() -> None:
     flags.DEFINE_float("ema_decay", d.ema_decay, "Decay of the generator EMA used for sampling.")
     flags.DEFINE_integer("ema_halflife_images", d.ema_halflife_images, "EMA half-life in images "
                          "(> 0 overrides --ema_decay: decay = 0.5 ** (batch / half-life)).")
+    flags.DEFINE_enum("ema_bn", d.ema_bn, ["track", "copy"], "BatchNorm statistics of the EMA generator: "
+                      "tracked by its own forward pass each step, or copied from the live generator "
+                      "(before 2026-11; they do not match the averaged weights).")
     flags.DEFINE_float("ema_rampup", d.ema_rampup, "With --ema_halflife_images: half-life at most this "
                        "fraction of the images seen so far (0: none).")
     flags.DEFINE_enum("augment", d.augment, list(cfg.AUGMENTS), "Augmentation of every image D sees.")

@@ -54,8 +54,12 @@ class GAN(keras.Model):
             e = keras.models.clone_model(g)
             e.set_weights(g.get_weights())
             e.trainable = False
+            for layer in e.layers:  # BN of the EMA copy tracks its own statistics (ema_statistics_step)
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = True
             self.ema_generators.append(e)
-        self.augmenter = augment_lib.make_augmenter(config.augment, target=config.ada_target)
+        self.augmenter = augment_lib.make_augmenter(config.augment, policy=config.augment_policy,
+                                                    target=config.ada_target)
         self.d_loss_fn, self.g_loss_fn = losses_lib.LOSSES[config.loss]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -227,15 +231,50 @@ class GAN(keras.Model):
             [total], self._seed(salt), 0, self.num_classes, dtype=tf.int32), batch)
 
     # ----------------------------------------------------------------- cross-replica bookkeeping
-    def after_step(self, real_sign) -> None:
-        """EMA of the generators, step counter and ADA probability; cross-replica context."""
+    def ema_decay(self) -> tf.Tensor:
+        """Decay of the generator EMA at the current step.
+
+        ``--ema_halflife_images=H > 0`` (Karras et al. 2020, ADA: half-life in images, ramped up):
+        ``d = 0.5 ** (B / min(H, rampup * images_seen))`` with ``B`` the global batch, so the
+        average covers the same number of images whatever the batch size and short runs average
+        only their recent past. Else the fixed ``--ema_decay`` with the warm-up
+        ``d_t = min(d, (1 + t) / (10 + t))``.
+        """
+        c = self.config
         t = tf.cast(self.step, tf.float32)
-        decay = tf.minimum(self.config.ema_decay, (1.0 + t) / (10.0 + t))
+        if c.ema_halflife_images > 0:
+            half = tf.constant(float(c.ema_halflife_images))
+            if c.ema_rampup > 0:
+                half = tf.minimum(half, c.ema_rampup * (t + 1.0) * c.batch_size)
+            return tf.pow(0.5, c.batch_size / tf.maximum(half, 1e-8))
+        return tf.minimum(c.ema_decay, (1.0 + t) / (10.0 + t))
+
+    def ema_statistics_step(self, data) -> None:
+        """Per replica, after ``after_step``: BN statistics of the EMA generators, with their own weights.
+
+        The EMA generator's weights are an average, so the live generator's moving statistics do
+        not match them; a forward pass of the EMA generator in training mode on fresh latents makes
+        its BN layers track the statistics its own weights produce (momentum as in training).
+        """
+        if self.config.ema_bn != "track" or not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for e in self.ema_generators for layer in e.layers):
+            return
+        batch = tf.shape(data[0])[0]
+        z = self.normal(batch, [self.latent_dim], salt=4)
+        self.generate(self.ema_generators, z, self.random_labels(batch, salt=5), training=True)
+
+    def after_step(self, real_sign) -> None:
+        """EMA of the generators' weights, step counter and ADA probability; cross-replica context.
+
+        Only trainable weights are averaged; BN moving statistics of the EMA copy are its own
+        (:meth:`ema_statistics_step`), not the live generator's.
+        """
+        decay = self.ema_decay()
         for g, e in zip(self.generators, self.ema_generators):
             for w, ew in zip(g.weights, e.weights):
                 if w.trainable:
                     ew.assign(decay * ew + (1.0 - decay) * tf.cast(w, ew.dtype))
-                else:
+                elif self.config.ema_bn == "copy":
                     ew.assign(w)
         aug = self.augmenter
         if aug.probability is not None:  # ADA, every `interval` steps, from the replica-averaged r_t

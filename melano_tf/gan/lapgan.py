@@ -34,7 +34,8 @@ class LAPGAN(GAN):
         c = self.config
         res = self.pyramid_resolutions
         gens = [networks.dcgan_generator(res[0], c.latent_dim, c.base_filters, c.min_filters,
-                                         num_classes=self.num_classes, name="generator_level_0")]
+                                         num_classes=self.num_classes, upsample=c.g_upsample,
+                                         name="generator_level_0")]
         for k, r in enumerate(res[1:], 1):
             gens.append(networks.lapgan_level_generator(
                 r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.NOISE_CHANNELS,
@@ -45,10 +46,12 @@ class LAPGAN(GAN):
         c = self.config
         res = self.pyramid_resolutions
         discs = [networks.dcgan_discriminator(res[0], c.base_filters, c.min_filters,
-                                              num_classes=self.num_classes, name="discriminator_level_0")]
+                                              num_classes=self.num_classes, mbstd_group=c.mbstd_group,
+                                              name="discriminator_level_0")]
         for k, r in enumerate(res[1:], 1):
             discs.append(networks.lapgan_level_discriminator(
-                r, filters=c.level_filters, num_classes=self.num_classes, name=f"discriminator_level_{k}"))
+                r, filters=c.level_filters, num_classes=self.num_classes, mbstd_group=c.mbstd_group,
+                name=f"discriminator_level_{k}"))
         return discs
 
     # ----------------------------------------------------------------- pyramid

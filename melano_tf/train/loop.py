@@ -147,6 +147,7 @@ def make_step_fn(gan, strategy):
         reduced = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in out.items()}
         gan.skipped_steps.assign_add(tf.cast(reduced["skipped"] > 0, tf.int64))
         gan.after_step(reduced.get("real_sign", tf.constant(0.0)))
+        strategy.run(gan.ema_statistics_step, args=(batch,))
         return reduced
 
     return step
