@@ -40,6 +40,7 @@ setup(
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "dev": ["pytest>=8", "hypothesis>=6"],
+        "dicom": ["pydicom>=2.4"],   # DICOM images (ISIC 2020's train/*.dcm); optional
     },
     entry_points={"console_scripts": [f"{name}={target}" for name, target in BINARIES.items()]},
 )

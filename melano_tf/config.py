@@ -141,9 +141,14 @@ class TrainConfig:
                 raise UserError(f"--num_levels={self.num_levels}: a pyramid needs at least 2 levels")
             base = self.resolved_base_resolution
             if base * 2 ** (self.num_levels - 1) != self.data.resolution or base < 4 or not is_power_of_two(base):
+                res = self.data.resolution
+                fits = is_power_of_two(base) and 4 <= base <= res // 2 and is_power_of_two(res // base)
+                hint = (f"--num_levels={(res // base).bit_length()}" if fits else
+                        f"--base_resolution={res >> (self.num_levels - 1)}" if res >> (self.num_levels - 1) >= 4
+                        else f"--num_levels=2 --base_resolution={res // 2}")
                 raise UserError(
                     f"--base_resolution={self.base_resolution} --num_levels={self.num_levels}: base * 2**(levels-1) "
-                    f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4")
+                    f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4; use {hint}")
             if self.level_weights and len(self.level_weights) != self.num_levels:
                 raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
         if self.eval_every < 0 or self.eval_samples < 4:

@@ -27,9 +27,10 @@ def _once(fn):
 @_once
 def define_data_flags() -> None:
     """Flags shared by every binary that reads images."""
-    flags.DEFINE_string("data_dir", None, "Image source (ISIC 2017, HAM10000, isic-cli download, "
-                        "class folders or a flat folder). Empty: phantoms generated under --model_dir.")
-    flags.DEFINE_enum("data_format", "auto", ["auto", "isic2017", "ham10000", "isic_cli", "class_folders", "flat"],
+    flags.DEFINE_string("data_dir", None, "Image source (ISIC 2017/2019/2020, HAM10000, isic-cli download, "
+                        "PH2, class folders or a flat folder). Empty: phantoms generated under --model_dir.")
+    flags.DEFINE_enum("data_format", "auto", ["auto", "isic2017", "isic2019", "isic2020", "ham10000", "isic_cli",
+                                              "ph2", "class_folders", "flat"],
                       "Layout of --data_dir; auto-detected by default.")
     flags.DEFINE_integer("resolution", 256, "Image size in pixels (power of two, 32..1024).")
     flags.DEFINE_enum("crop", "center", list(cfg.CROPS), "Square crop: centre, or trim black dermoscope corners first.")
@@ -110,8 +111,98 @@ def _floats(name: str) -> tuple[float, ...]:
         raise UserError(f"--{name}={','.join(FLAGS[name].value)}: expected comma-separated numbers") from None
 
 
-def train_config(default_scheme: str) -> cfg.TrainConfig:
-    """The training config from parsed flags; raises UserError on an invalid combination."""
+def command_line_flags(argv=None) -> set[str]:
+    """Names of the flags written on the command line itself (``sys.argv``), not in a flagfile."""
+    import re
+    import sys
+    names = set()
+    for token in (sys.argv if argv is None else argv)[1:]:
+        if token == "--":
+            break
+        m = re.match(r"^--?([A-Za-z0-9_]+)(=|$)", token)
+        if m:
+            name = m.group(1)
+            names.add(name[2:] if name.startswith("no") and name not in FLAGS and name[2:] in FLAGS else name)
+    return names
+
+
+def reconcile_pyramid(kw: dict, resolution: int, explicit: set[str]) -> str | None:
+    """Makes --base_resolution / --num_levels / --level_weights fit --resolution, in place in ``kw``.
+
+    When base * 2**(levels-1) != resolution (a flagfile written for 256 px with --resolution=64 on
+    the command line): a base given on the command line, or one from the flagfile, is kept and
+    the levels derived (a flagfile's base larger than resolution/2 becomes resolution/2); with
+    --num_levels on the command line (and no --base_resolution there) the base is derived
+    instead. Level weights left at all-ones follow the new level count. Both given on the command
+    line, or a result that cannot work, raise UserError saying which flag to change and to what.
+    Returns the one-line note to print, or None when nothing changed.
+    """
+    from melano_tf.errors import UserError
+    levels, base = kw["num_levels"], kw["base_resolution"]
+    if kw["scheme"] == "dcgan" or base <= 0 or levels < 1 or not cfg.is_power_of_two(resolution):
+        return None  # base 0 is derived from the levels; validate() judges the rest
+    if not explicit & {"resolution", "num_levels", "base_resolution"}:
+        return None  # a flagfile on its own: validate() says what to change
+    on_cl_levels, on_cl_base = "num_levels" in explicit, "base_resolution" in explicit
+
+    def fit(b: int) -> int | None:  # levels for base b, None if no pyramid fits
+        if b < 4 or not cfg.is_power_of_two(b) or resolution < 2 * b:
+            return None
+        return (resolution // b).bit_length()
+
+    if base * 2 ** (levels - 1) == resolution:
+        new_base, new_levels = base, levels
+    elif on_cl_levels and on_cl_base:
+        if fit(base):
+            hint = f"--num_levels={fit(base)}"
+        elif levels >= 2 and resolution >> (levels - 1) >= 4:
+            hint = f"--base_resolution={resolution >> (levels - 1)}"
+        else:
+            hint = f"--num_levels=2 --base_resolution={resolution // 2}"
+        raise UserError(f"--resolution={resolution} --base_resolution={base} --num_levels={levels}: base * "
+                        f"2**(levels-1) must equal the resolution; use {hint}")
+    elif on_cl_levels:
+        new_base, new_levels = resolution >> (levels - 1), levels
+        if levels < 2 or new_base < 4 or new_base << (levels - 1) != resolution:
+            most = max(2, (resolution // 4).bit_length())
+            raise UserError(f"--num_levels={levels}: at --resolution={resolution} the coarsest level would be "
+                            f"{resolution / 2.0 ** min(levels - 1, 1000):g} px (< 4); use --num_levels from 2 to {most}")
+    else:
+        new_base = base if resolution >= 2 * base or on_cl_base else resolution // 2
+        new_levels = fit(new_base)
+        if new_levels is None:
+            what = "--base_resolution" if on_cl_base else "the flagfile's --base_resolution"
+            raise UserError(f"--base_resolution={base} --resolution={resolution}: {what} must be a power "
+                            f"of two from 4 to {resolution // 2}; use e.g. --base_resolution={max(4, min(32, resolution // 2))}")
+    weights = tuple(kw.get("level_weights") or ())
+    new_weights = weights
+    if weights and len(weights) != new_levels:
+        if "level_weights" in explicit or any(w != 1.0 for w in weights):
+            raise UserError(f"--level_weights={','.join(f'{w:g}' for w in weights)}: {len(weights)} values, "
+                            f"but --resolution={resolution} with --base_resolution={new_base} needs "
+                            f"--num_levels={new_levels}; give {new_levels} weights")
+        new_weights = (1.0,) * new_levels
+    if (new_base, new_levels, new_weights) == (base, levels, weights):
+        return None
+    kw.update(num_levels=new_levels, base_resolution=new_base, level_weights=new_weights)
+    FLAGS.num_levels, FLAGS.base_resolution = new_levels, new_base  # flags.txt holds what runs
+    if new_weights != weights:
+        FLAGS.level_weights = [f"{w:g}" for w in new_weights]
+    changed = [f"--num_levels={new_levels} (was {levels})"] if new_levels != levels else []
+    if new_base != base:
+        changed.append(f"--base_resolution={new_base} (was {base})")
+    if new_weights != weights:
+        changed.append(f"--level_weights={','.join(f'{w:g}' for w in new_weights)}")
+    kept = f"kept --num_levels={levels}" if on_cl_levels else f"kept --base_resolution={new_base}" \
+        if new_base == base else f"the flagfile's --base_resolution={base} is over half of it"
+    return f"--resolution={resolution}: {kept}, using {' '.join(changed)}"
+
+
+def train_config(default_scheme: str, argv=None) -> cfg.TrainConfig:
+    """The training config from parsed flags; raises UserError on an invalid combination.
+
+    argv: the command line (default ``sys.argv``), to tell flags written there from a flagfile's
+    (see :func:`reconcile_pyramid`)."""
     from melano_tf.errors import UserError
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required (the run folder)")
@@ -122,6 +213,9 @@ def train_config(default_scheme: str) -> cfg.TrainConfig:
             kw[name] = FLAGS[name].value
     kw["level_weights"] = _floats("level_weights")
     kw["scheme"] = FLAGS.scheme or default_scheme
+    note = reconcile_pyramid(kw, FLAGS.resolution, command_line_flags(argv))
+    if note:
+        print(note)
     conf = cfg.TrainConfig(data=data_config(), **kw)
     conf.validate()
     return conf

@@ -188,3 +188,138 @@ def test_preprocess_large_jpeg(tmp_path):
     # centre crop of a left-to-right red ramp: red increases along x, spans the middle of the ramp
     assert out[16, 1, 0] < 80 and out[16, -2, 0] > 175
     assert (decode.preprocess(open(path, "rb").read(), 32) == out).all()
+
+
+# ---------------------------------------------------------------- BMP, TIFF, WebP, DICOM (issue 13)
+
+def _gradient(h=16, w=20):
+    a = np.zeros((h, w, 3), np.uint8)
+    a[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    a[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    a[..., 2] = 77
+    return a
+
+
+@pytest.mark.parametrize("name,fmt,kw", [("a.bmp", "BMP", {}), ("a.tif", "TIFF", {}),
+                                         ("a.tiff", "TIFF", {"compression": "tiff_lzw"}),
+                                         ("a.webp", "WEBP", {"lossless": True})])
+def test_bmp_tiff_webp_rgb(tmp_path, name, fmt, kw):
+    a = _gradient()
+    p = str(tmp_path / name)
+    Image.fromarray(a).save(p, format=fmt, **kw)
+    out = decode.load_image(p)
+    assert out.dtype == np.uint8 and out.shape == (16, 20, 3)
+    assert np.array_equal(out, a)
+    assert name.endswith(decode.IMAGE_EXTENSIONS)
+
+
+def test_palette_and_gray_bmp(tmp_path):
+    p = str(tmp_path / "p.bmp")
+    Image.fromarray(_gradient()).convert("P").save(p)
+    assert decode.load_image(p).shape == (16, 20, 3)
+    Image.fromarray(_gradient()[..., 0]).save(str(tmp_path / "g.bmp"))
+    g = decode.load_image(str(tmp_path / "g.bmp"))
+    assert (g[..., 0] == g[..., 1]).all() and (g[..., 0] == _gradient()[..., 0]).all()
+
+
+def test_16bit_tiff_gray_and_rgb(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    gray = np.tile(np.array([0, 257 * 128, 65535], np.uint16), (12, 4))
+    tifffile.imwrite(str(tmp_path / "g16.tif"), gray)
+    out = decode.load_image(str(tmp_path / "g16.tif"))
+    assert out.shape == (12, 12, 3) and out[0, :3, 0].tolist() == [0, 128, 255]
+    rgb = (_gradient().astype(np.uint16) * 257)
+    tifffile.imwrite(str(tmp_path / "rgb16.tif"), rgb, photometric="rgb")
+    assert np.array_equal(decode.load_image(str(tmp_path / "rgb16.tif")), _gradient())
+
+
+def test_float_tiff_read_through_tifffile(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(str(tmp_path / "f.tif"), _gradient().astype(np.float32) / 255.0, photometric="rgb")
+    out = decode.load_image(str(tmp_path / "f.tif"))
+    assert out.shape == (16, 20, 3) and np.abs(out.astype(int) - _gradient()).max() <= 1
+
+
+def test_multipage_tiff_first_page(tmp_path):
+    first, second = _gradient(), 255 - _gradient()
+    p = str(tmp_path / "multi.tif")
+    Image.fromarray(first).save(p, save_all=True, append_images=[Image.fromarray(second)])
+    assert Image.open(p).n_frames == 2
+    assert np.array_equal(decode.load_image(p), first)
+    with open(p, "rb") as f:  # bytes path of the cache
+        assert np.array_equal(decode.load_image_bytes(f.read()), first)
+
+
+def test_animated_webp_first_frame(tmp_path):
+    frames = [Image.fromarray(_gradient()), Image.fromarray(255 - _gradient())]
+    p = str(tmp_path / "anim.webp")
+    frames[0].save(p, save_all=True, append_images=frames[1:], lossless=True, duration=100)
+    assert np.array_equal(decode.load_image(p), _gradient())
+
+
+@pytest.mark.parametrize("name", ["trunc.bmp", "trunc.tif", "trunc.webp"])
+def test_truncated_new_formats_are_bad_images(tmp_path, name):
+    fmt = {"bmp": "BMP", "tif": "TIFF", "webp": "WEBP"}[name.rsplit(".", 1)[1]]
+    b = io.BytesIO()
+    Image.fromarray(_noise(64, 64)).save(b, format=fmt)
+    p = _save(tmp_path, name, b.getvalue()[: len(b.getvalue()) // 2])
+    with pytest.raises(BadImage) as e:
+        decode.load_image(p)
+    assert e.value.category in ("truncated", "undecodable", "not_an_image")
+
+
+def _dicom(path, a, photometric):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4"  # VL photographic image
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns = a.shape[:2]
+    ds.SamplesPerPixel = 3 if a.ndim == 3 else 1
+    ds.PhotometricInterpretation = photometric
+    if a.ndim == 3:
+        ds.PlanarConfiguration = 0
+    bits = a.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.PixelData = a.tobytes()
+    ds.save_as(str(path), enforce_file_format=True) if pydicom.__version__[0] >= "3" else \
+        ds.save_as(str(path), write_like_original=False)
+    return str(path)
+
+
+def test_dicom_rgb_and_16bit_gray(tmp_path):
+    p = _dicom(tmp_path / "rgb.dcm", _gradient(), "RGB")
+    assert np.array_equal(decode.load_image(p), _gradient())
+    gray = (_gradient()[..., 0].astype(np.uint16) * 257)
+    p = _dicom(tmp_path / "g.dcm", gray, "MONOCHROME2")
+    out = decode.load_image(p)
+    assert out.shape == (16, 20, 3) and np.array_equal(out[..., 1], _gradient()[..., 0])
+    with open(p, "rb") as f:
+        assert np.array_equal(decode.load_image_bytes(f.read()), out)
+
+
+def test_dicom_without_pydicom_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+    data = b"\0" * 128 + b"DICM" + b"\0" * 64
+    p = _save(tmp_path, "x.dcm", data)
+    real_import = builtins.__import__
+
+    def no_pydicom(name, *a, **kw):
+        if name.split(".")[0] == "pydicom":
+            raise ImportError("no pydicom")
+        return real_import(name, *a, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_pydicom)
+    with pytest.raises(BadImage, match=r"needs_pydicom: .*melano_tf\[dicom\]"):
+        decode.load_image(p)
+    assert not decode.have_pydicom()
+
+
+def test_bad_dicom_is_a_bad_image(tmp_path):
+    pytest.importorskip("pydicom")
+    p = _save(tmp_path, "bad.dcm", b"\0" * 128 + b"DICM" + b"garbage" * 10)
+    with pytest.raises(BadImage) as e:
+        decode.load_image(p)
+    assert e.value.category in ("undecodable", "truncated")

@@ -171,3 +171,205 @@ def test_missing_and_empty_dirs(tmp_path):
 def test_bad_ids(bad):
     assert readers._bad_id(bad) is not None
     assert readers._bad_id("ISIC_0000001") is None
+
+
+# ---------------------------------------------------------------- ISIC 2019 / 2020, PH2 (issue 13)
+
+def _split_never_crosses_groups(src, seed=0):
+    from melano_tf.data.splits import split_records
+    side = {}
+    for split, recs in split_records(src.records, seed, (0.5, 0.25, 0.25)).items():
+        for r in recs:
+            assert side.setdefault(r.group, split) == split, r.group
+
+
+DX2019 = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
+
+
+@pytest.fixture
+def isic2019(tmp_path):
+    d = tmp_path / "isic2019"
+    rows, meta = ["image," + ",".join(DX2019)], ["image,age_approx,anatom_site_general,lesion_id,sex"]
+    for i in range(12):
+        image_id = f"ISIC_{i:07d}" + ("_downsampled" if i == 11 else "")
+        _img(str(d / "ISIC_2019_Training_Input" / f"{image_id}.jpg"), value=10 * i)
+        onehot = ["1.0" if j == i % 9 else "0.0" for j in range(9)]
+        rows.append(image_id + "," + ",".join(onehot))
+        lesion = f"BCN_{i // 3:07d}" if i < 9 else ""   # three images per lesion; the rest none
+        meta.append(f"{image_id},55,anterior torso,{lesion},female")
+    rows.append("ISIC_0000099," + ",".join(["0.0"] * 9))    # no diagnosis and no image
+    _write(d / "ISIC_2019_Training_GroundTruth.csv", "\n".join(rows) + "\n")
+    _write(d / "ISIC_2019_Training_Metadata.csv", "\n".join(meta) + "\n")
+    _write(d / "ISIC_2019_Training_Input" / "LICENSE.txt", "CC-BY-NC")
+    return str(d)
+
+
+def test_isic2019(isic2019):
+    assert readers.detect_format(isic2019) == "isic2019"
+    src = readers.read_source(isic2019)
+    assert src.format == "isic2019" and src.class_names == CLASSES
+    by_id = {r.image_id: r for r in src.records}
+    assert len(by_id) == 12
+    want = {"MEL": "melanoma", "NV": "nevus", "BKL": "seborrheic_keratosis", "BCC": "other", "AK": "other",
+            "DF": "other", "VASC": "other", "SCC": "other", "UNK": "other"}
+    for i in range(12):
+        r = by_id[f"ISIC_{i:07d}" + ("_downsampled" if i == 11 else "")]
+        assert r.diagnosis == DX2019[i % 9] and CLASSES[r.label] == want[r.diagnosis]
+        assert r.group == (f"BCN_{i // 3:07d}" if i < 9 else r.image_id)
+    assert any("ISIC_0000099" in where and "missing" in why for where, why in src.problems)
+    _split_never_crosses_groups(src)
+
+
+@pytest.fixture
+def isic2020(tmp_path):
+    pytest.importorskip("pydicom")
+    from test_decode import _dicom  # same folder; pytest puts tests/ on sys.path
+    d = tmp_path / "isic2020"
+    rows = ["image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+            "benign_malignant,target"]
+    dx = [("melanoma", "malignant", 1), ("nevus", "benign", 0), ("seborrheic keratosis", "benign", 0),
+          ("unknown", "benign", 0), ("lentigo NOS", "benign", 0)]
+    for i in range(10):
+        image_id = f"ISIC_{i:07d}"
+        text, bm, target = dx[i % 5]
+        rows.append(f"{image_id},IP_{i // 4:07d},IL_{i:07d},male,45,torso,{text},{bm},{target}")
+        a = np.full((16, 20, 3), 20 * i, np.uint8)
+        os.makedirs(d / "train", exist_ok=True)
+        _dicom(d / "train" / f"{image_id}.dcm", a, "RGB")
+        if i < 8:  # the Kaggle layout has every image twice: jpeg/train/X.jpg and train/X.dcm
+            _img(str(d / "jpeg" / "train" / f"{image_id}.jpg"), value=20 * i)
+    _img(str(d / "jpeg" / "test" / "ISIC_9999999.jpg"))   # test images: not in train.csv
+    _write(d / "train.csv", "\n".join(rows) + "\n")
+    _write(d / "test.csv", "image_name,patient_id\nISIC_9999999,IP_9\n")
+    return str(d)
+
+
+def test_isic2020_jpeg_preferred_dicom_otherwise(isic2020):
+    assert readers.detect_format(isic2020) == "isic2020"
+    src = readers.read_source(isic2020)
+    by_id = {r.image_id: r for r in src.records}
+    assert len(by_id) == 10
+    assert by_id["ISIC_0000000"].path.endswith(os.path.join("jpeg", "train", "ISIC_0000000.jpg"))
+    assert by_id["ISIC_0000009"].path.endswith(os.path.join("train", "ISIC_0000009.dcm"))
+    assert [CLASSES[by_id[f"ISIC_{i:07d}"].label] for i in range(5)] == [
+        "melanoma", "nevus", "seborrheic_keratosis", "other", "other"]
+    assert by_id["ISIC_0000004"].diagnosis == "lentigo NOS"
+    assert by_id["ISIC_0000005"].group == by_id["ISIC_0000007"].group == "IP_0000001"   # patient
+    assert not [p for p in src.problems if "duplicate" in p[1]]   # jpg + dcm of one id is no duplicate
+    _split_never_crosses_groups(src)
+
+
+def test_isic2020_dicom_without_pydicom_is_one_line(isic2020, monkeypatch):
+    from melano_tf.data import decode
+    monkeypatch.setattr(decode, "have_pydicom", lambda: False)
+    with pytest.raises(UserError, match=r"2 DICOM images .*melano_tf\[dicom\]"):
+        readers.read_source(isic2020)
+
+
+def _ph2_txt(rows):
+    head = ("||   Name   || Histological Diagnosis || Clinical Diagnosis || Asymmetry || Pigment Network || "
+            "Dots/Globules || Streaks || Regression Areas || Blue-Whitish Veil || Colors ||")
+    lines = [head] + [f"||  {n}  ||  {h:<20}  ||  {c}  ||  0  ||  T  ||  A  ||  A  ||  A  ||  A  ||  3 4  ||"
+                      for n, h, c in rows]
+    return "\n".join(lines) + ("\n\n\nLegends:\n\nClinical Diagnosis:\n\t0 - Common Nevus;\n\t1 - Atypical Nevus;"
+                               "\n\t2 - Melanoma.\n")
+
+
+@pytest.fixture
+def ph2(tmp_path):
+    d = tmp_path / "PH2Dataset"
+    rows = [("IMD002", "", 0), ("IMD003", "", 0), ("IMD009", "", 1), ("IMD058", "", 1), ("IMD061", "Melanoma", 2),
+            ("IMD063", "Melanoma", 2), ("IMD999", "", 0)]
+    for name, _, _ in rows[:-1]:
+        case = d / "PH2 Dataset images" / name
+        _img(str(case / f"{name}_Dermoscopic_Image" / f"{name}.bmp"), value=50, fmt="BMP")
+        _img(str(case / f"{name}_lesion" / f"{name}_lesion.bmp"), value=255, fmt="BMP")
+        _img(str(case / f"{name}_roi" / f"{name}_R1_Label4.bmp"), value=255, fmt="BMP")
+    _write(d / "PH2_dataset.txt", _ph2_txt(rows))
+    _write(d / "PH2_dataset.xlsx", "binary")
+    return str(d)
+
+
+def test_ph2(ph2):
+    assert readers.detect_format(ph2) == "ph2"
+    src = readers.read_source(ph2)
+    by_id = {r.image_id: r for r in src.records}
+    assert sorted(by_id) == ["IMD002", "IMD003", "IMD009", "IMD058", "IMD061", "IMD063"]  # masks not read
+    assert {i: (CLASSES[r.label], r.diagnosis) for i, r in by_id.items()} == {
+        "IMD002": ("nevus", "common nevus"), "IMD003": ("nevus", "common nevus"),
+        "IMD009": ("nevus", "atypical nevus"), "IMD058": ("nevus", "atypical nevus"),
+        "IMD061": ("melanoma", "melanoma"), "IMD063": ("melanoma", "melanoma")}
+    assert all(r.group == r.image_id and r.path.endswith(".bmp") for r in src.records)
+    assert any("IMD999" in where and "missing" in why for where, why in src.problems)
+    _split_never_crosses_groups(src)
+    # one folder up (the zip's top folder) is detected too
+    assert readers.detect_format(os.path.dirname(ph2)) == "ph2"
+
+
+def test_ph2_xlsx_only_says_what_is_missing(ph2):
+    os.remove(os.path.join(ph2, "PH2_dataset.txt"))
+    with pytest.raises(UserError, match="PH2_dataset.txt"):
+        readers.detect_format(ph2)
+
+
+def test_class_folder_names_map_to_canonical_classes(tmp_path):
+    d = tmp_path / "folders"
+    for folder in ("MEL", "Melanoma", "mel", "NV", "seborrheic-keratosis", "BCC", "Benign"):
+        _img(str(d / folder / f"{folder}_1.bmp"), fmt="BMP")
+    src = readers.read_source(str(d))
+    assert src.class_names == ("Benign", "melanoma", "nevus", "other", "seborrheic_keratosis")
+    got = sorted((r.diagnosis, src.class_names[r.label]) for r in src.records)
+    assert got == [("BCC", "other"), ("Benign", "Benign"), ("MEL", "melanoma"), ("Melanoma", "melanoma"),
+                   ("NV", "nevus"), ("mel", "melanoma"), ("seborrheic-keratosis", "seborrheic_keratosis")]
+    assert readers.canonical_class("Malignant_Melanoma") == "melanoma"
+    assert readers.canonical_class("cats") is None
+
+
+def test_single_unknown_image_subfolder_is_not_one_class(isic2019):
+    os.remove(os.path.join(isic2019, "ISIC_2019_Training_GroundTruth.csv"))  # an unrecognised download
+    with pytest.raises(UserError) as e:
+        readers.detect_format(isic2019)
+    msg = str(e.value)
+    assert "'ISIC_2019_Training_Input'" in msg and "ISIC 2019" in msg and "--data_format=class_folders" in msg
+    assert "\n" not in msg
+    src = readers.read_source(isic2019, data_format="class_folders")   # explicit: allowed
+    assert src.class_names == ("ISIC_2019_Training_Input",)
+
+
+def test_single_known_class_folder_is_fine(tmp_path):
+    _img(str(tmp_path / "d" / "melanoma" / "a.webp"), fmt="WEBP")
+    src = readers.read_source(str(tmp_path / "d"))
+    assert src.format == "class_folders" and src.class_names == ("melanoma",)
+
+
+def test_new_extensions_are_found(tmp_path):
+    d = tmp_path / "flat"
+    for ext, fmt in (("bmp", "BMP"), ("tif", "TIFF"), ("TIFF", "TIFF"), ("webp", "WEBP"), ("png", "PNG")):
+        _img(str(d / f"x_{ext}.{ext}"), fmt=fmt)
+    assert readers.detect_format(str(d)) == "flat"
+    assert len(readers.read_source(str(d)).records) == 5
+
+
+def test_symlinks_leaving_data_dir_are_skipped_and_reported(tmp_path):
+    outside = tmp_path / "outside"
+    _img(str(outside / "secret.jpg"))
+    _img(str(outside / "dir" / "s2.jpg"))
+    d = tmp_path / "data"
+    _img(str(d / "nevus" / "a.jpg"))
+    _img(str(d / "nevus" / "b.jpg"))
+    os.symlink(outside / "secret.jpg", d / "nevus" / "link.jpg")
+    os.symlink(outside / "dir", d / "nevus" / "linkdir")
+    os.symlink(d / "nevus" / "a.jpg", d / "nevus" / "inside.jpg")   # stays inside: kept
+    os.symlink(outside, d / "melanoma")                               # a class folder outside
+    src = readers.read_source(str(d))
+    assert sorted(r.image_id for r in src.records) == ["a", "b", "inside"]
+    assert src.class_names == ("nevus",)
+    reported = sorted(os.path.basename(w) for w, why in src.problems if why.startswith("outside_data_dir"))
+    assert reported == ["link.jpg", "linkdir", "melanoma"]
+    # flat and CSV layouts too
+    _img(str(tmp_path / "flat" / "a.png"), fmt="PNG")
+    os.symlink(outside / "secret.jpg", tmp_path / "flat" / "s.jpg")
+    src = readers.read_source(str(tmp_path / "flat"))
+    assert [r.image_id for r in src.records] == ["a"] and src.problems[0][1].startswith("outside_data_dir")
+    both = readers.read_source(str(tmp_path / "flat"), follow_outside_links=True)
+    assert sorted(r.image_id for r in both.records) == ["a", "s"]

@@ -5,7 +5,8 @@ Layout of ``cache_dir``::
     manifest.json                      parameters, counts, content hash, shard list
     report.csv                         path,reason for every skipped file or source problem
     train-00000-of-00007.tfrecord ...  tf.train.Example: image (PNG bytes), label (int64),
-    validation-...  test-...           group (bytes), image_id (bytes)
+    validation-...  test-...           group (bytes), image_id (bytes), diagnosis (bytes: the
+                                       source's own diagnosis or folder name, may be empty)
 
 The content hash covers every input (relative path, size, mtime_ns, label, group, id), the
 source's problems and all parameters: the same inputs and parameters reuse the cache, anything
@@ -35,6 +36,7 @@ import time
 
 from PIL import Image
 
+from melano_tf import fileio
 from melano_tf.data import decode
 from melano_tf.data.records import UNLABELED
 from melano_tf.data.splits import SPLITS, check_fractions, split_records
@@ -67,6 +69,7 @@ class Manifest:
     skipped: dict           # category -> count
     content_hash: str
     image_encoding: str = "png"
+    diagnosis_counts: dict = dataclasses.field(default_factory=dict)  # split -> {source diagnosis: n}
 
     def files(self, split: str) -> list[str]:
         """Absolute paths of the split's shard files (empty shards included)."""
@@ -97,7 +100,8 @@ class Manifest:
                    fractions=tuple(p["fractions"]), num_shards=p["num_shards"],
                    counts=d["counts"], class_counts=d["class_counts"], shards=d["shards"],
                    skipped=d["skipped"], content_hash=d["content_hash"],
-                   image_encoding=d.get("image_encoding", "png"))
+                   image_encoding=d.get("image_encoding", "png"),
+                   diagnosis_counts=d.get("diagnosis_counts", {}))
 
 
 def load_manifest(cache_dir: str) -> Manifest:
@@ -127,7 +131,8 @@ def _content_hash(source, params: dict) -> str:
         except OSError:
             stat = None
         rel = os.path.relpath(r.path, source.root)
-        h.update(json.dumps([rel, stat, r.label, r.group, r.image_id]).encode())
+        item = [rel, stat, r.label, r.group, r.image_id] + ([r.diagnosis] if r.diagnosis else [])
+        h.update(json.dumps(item).encode())
     for where, reason in sorted(source.problems):
         h.update(json.dumps([os.path.relpath(where, source.root) if os.path.isabs(where) else where,
                              reason]).encode())
@@ -227,7 +232,7 @@ def _summary(counts: dict, skipped: collections.Counter, report: str) -> str:
     return line
 
 
-def _example(png: bytes, label: int, group: str, image_id: str):
+def _example(png: bytes, label: int, group: str, image_id: str, diagnosis: str = ""):
     import tensorflow as tf
     f = tf.train.Feature
     return tf.train.Example(features=tf.train.Features(feature={
@@ -235,6 +240,7 @@ def _example(png: bytes, label: int, group: str, image_id: str):
         "label": f(int64_list=tf.train.Int64List(value=[label])),
         "group": f(bytes_list=tf.train.BytesList(value=[group.encode("utf-8")])),
         "image_id": f(bytes_list=tf.train.BytesList(value=[image_id.encode("utf-8")])),
+        "diagnosis": f(bytes_list=tf.train.BytesList(value=[diagnosis.encode("utf-8")])),
     })).SerializeToString()
 
 
@@ -266,6 +272,7 @@ def prepare(source, cache_dir: str, resolution: int, crop: str = "center", seed:
               f"hash {content_hash[:12]})")
         return hit
     _check_replaceable(cache_dir)
+    fileio.check_output_dir(cache_dir, "cache folder")
 
     splits = {s: _ordered(rs, seed, source.root) for s, rs in split_records(source.records, seed, fractions).items()}
     jobs, plan = [], []  # plan[i] = (split, shard index, record)
@@ -320,6 +327,7 @@ def _build(source, tmp, cache_dir, plan, jobs, shard_counts, workers, progress, 
     skipped = collections.Counter(reason.split(":", 1)[0] for _, reason in report_rows)
     counts = {s: 0 for s in SPLITS}
     class_counts = {s: collections.Counter() for s in SPLITS}
+    diagnosis_counts = {s: collections.Counter() for s in SPLITS}
     shard_files = {s: [] for s in SPLITS}
     shard_n = {s: [0] * shard_counts[s] for s in SPLITS}
     for s in SPLITS:
@@ -348,7 +356,9 @@ def _build(source, tmp, cache_dir, plan, jobs, shard_counts, workers, progress, 
             else:
                 if current[:2] != (split, shard):
                     open_shard(split, shard)
-                current[2].write(_example(png, rec.label, rec.group, rec.image_id))
+                current[2].write(_example(png, rec.label, rec.group, rec.image_id, rec.diagnosis))
+                if rec.diagnosis:
+                    diagnosis_counts[split][rec.diagnosis] += 1
                 counts[split] += 1
                 shard_n[split][shard] += 1
                 class_counts[split][label_name(rec.label)] += 1
@@ -380,7 +390,9 @@ def _build(source, tmp, cache_dir, plan, jobs, shard_counts, workers, progress, 
         shards={s: [{"file": f, "count": shard_n[s][i],
                      "bytes": os.path.getsize(os.path.join(tmp, f))}
                     for i, f in enumerate(shard_files[s])] for s in SPLITS},
-        skipped=dict(sorted(skipped.items())), content_hash=content_hash)
+        skipped=dict(sorted(skipped.items())), content_hash=content_hash,
+        diagnosis_counts={s: dict(sorted(diagnosis_counts[s].items())) for s in SPLITS
+                          if diagnosis_counts[s]})
     with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
         json.dump(manifest.to_dict(), f, indent=2)
         f.write("\n")

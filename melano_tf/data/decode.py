@@ -5,8 +5,14 @@ Outcomes of :func:`load_image` (the documented bad-input corpus):
 =====================================  =============================================
 input                                  outcome
 =====================================  =============================================
-RGB JPEG / PNG                         uint8 HxWx3, EXIF orientation applied
+RGB JPEG / PNG / BMP / WebP / TIFF     uint8 HxWx3, EXIF orientation applied
 grayscale (L, 1), palette (P)          converted to RGB
+multi-page TIFF, animated WebP         the first page / frame
+16-bit TIFF (gray or RGB)              8 bit, as the 16-bit PNGs below
+float TIFF (Pillow cannot read)        read with tifffile when installed, scaled
+DICOM (``DICM`` at byte 128)           first frame, scaled to 8 bit (needs pydicom:
+                                       ``pip install 'melano_tf[dicom]'``, else
+                                       ``BadImage("needs_pydicom: ...")``)
 RGBA / LA / palette with transparency  composited on black
 16-bit PNG (I;16, I)                   scaled to 8 bit (v / 257, rounded)
 48/64-bit RGB(A) PNG                   8 bit (Pillow keeps the high byte)
@@ -24,6 +30,7 @@ Every ``BadImage`` reason starts with its category and a colon; the cache report
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -34,6 +41,11 @@ MAX_PIXELS = 200_000_000
 #: Smallest side accepted (pixels).
 MIN_SIDE = 8
 CROPS = ("center", "trim_black")
+#: File name endings read as images (lower case): what Pillow decodes here.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: DICOM file endings; decoded only where pydicom is installed.
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+DICOM_HINT = "pip install 'melano_tf[dicom]' (pydicom)"
 
 # PIL's own decompression-bomb guard: warn above MAX_PIXELS, error above 2x. We check the
 # header size ourselves first and turn the warning into an error while decoding.
@@ -50,7 +62,7 @@ class BadImage(Exception):
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
     mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I"):
         a = np.asarray(im).astype(np.float64)
         a = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
         return np.repeat(a[..., None], 3, axis=2)
@@ -78,6 +90,9 @@ def load_image(path_or_file, min_side: int | None = None) -> np.ndarray:
       as long as both sides stay >= min_side; this is what makes full-size preparation fast.
     Raises BadImage (see the module docstring for the outcome of each kind of input).
     """
+    head = _head(path_or_file)
+    if is_dicom(head):
+        return _load_dicom(path_or_file)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -98,6 +113,8 @@ def load_image(path_or_file, min_side: int | None = None) -> np.ndarray:
     except BadImage:
         raise
     except UnidentifiedImageError:
+        if head[:4] in (b"II*\x00", b"MM\x00*"):  # a TIFF Pillow cannot read (float, odd layouts)
+            return _load_tiff_fallback(path_or_file)
         raise BadImage("not_an_image: unknown or unsupported image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"too_large: {e}") from None
@@ -108,6 +125,130 @@ def load_image(path_or_file, min_side: int | None = None) -> np.ndarray:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         cat = "truncated" if "truncat" in msg.lower() else "undecodable"
         raise BadImage(f"{cat}: {msg}") from None
+
+
+def _head(path_or_file, n: int = 132) -> bytes:
+    """The first n bytes (b"" if unreadable; the error surfaces when decoding)."""
+    try:
+        if isinstance(path_or_file, (str, bytes, os.PathLike)):
+            with open(path_or_file, "rb") as f:
+                return f.read(n)
+        pos = path_or_file.tell()
+        data = path_or_file.read(n)
+        path_or_file.seek(pos)
+        return data
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
+def is_dicom(head: bytes) -> bool:
+    """A DICOM Part 10 file: the 128-byte preamble, then ``DICM``."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def have_pydicom() -> bool:
+    try:
+        import pydicom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_size(w: int, h: int) -> None:
+    if w * h > MAX_PIXELS:
+        raise BadImage(f"too_large: {w}x{h} pixels > {MAX_PIXELS}")
+    if min(w, h) < MIN_SIDE:
+        raise BadImage(f"too_small: {w}x{h}, a side < {MIN_SIDE} px")
+
+
+def _scale_to_uint8(a: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Unsigned data with ``bits`` significant bits -> uint8; float or signed data: [0, 1] as is,
+    anything else min-max scaled."""
+    if a.dtype == np.uint8:
+        return a
+    f = a.astype(np.float64)
+    if bits and np.issubdtype(a.dtype, np.unsignedinteger):
+        f = f * (255.0 / (2 ** min(bits, 64) - 1))
+    else:
+        lo, hi = (np.nanmin(f), np.nanmax(f)) if f.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise BadImage("undecodable: non-finite pixel values")
+        f = f * 255.0 if lo >= 0 and hi <= 1.0 else (f - lo) * (255.0 / max(hi - lo, 1e-12))
+    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+def _gray_or_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 2:
+        return np.repeat(a[..., None], 3, axis=2)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return np.ascontiguousarray(a[..., :3])
+    if a.ndim == 3 and a.shape[2] == 1:
+        return np.repeat(a, 3, axis=2)
+    raise BadImage(f"undecodable: pixel array of shape {a.shape}")
+
+
+def _load_tiff_fallback(path_or_file) -> np.ndarray:
+    try:
+        import tifffile
+    except ImportError:
+        raise BadImage("undecodable: TIFF that Pillow cannot read (pip install tifffile)") from None
+    try:
+        if not isinstance(path_or_file, (str, bytes, os.PathLike)):
+            path_or_file.seek(0)
+        with tifffile.TiffFile(path_or_file) as tif:
+            page = tif.pages[0]
+            shape = page.shape
+            h, w = (shape[0], shape[1]) if len(shape) >= 2 else (1, shape[0])
+            if len(shape) == 3 and shape[0] in (3, 4) and shape[2] not in (3, 4):  # planar
+                h, w = shape[1], shape[2]
+            _check_size(w, h)
+            a = page.asarray()
+        if a.ndim == 4:  # samples of a volume page: the first
+            a = a[0]
+        if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[2] not in (3, 4):
+            a = np.moveaxis(a, 0, -1)
+        return _gray_or_rgb(_scale_to_uint8(a, a.dtype.itemsize * 8 if a.dtype.kind == "u" else None))
+    except BadImage:
+        raise
+    except Exception as e:  # tifffile raises many kinds on bad input
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadImage(f"undecodable: {msg}") from None
+
+
+def _load_dicom(path_or_file) -> np.ndarray:
+    """First frame of a DICOM file as uint8 RGB (MONOCHROME1 inverted, YBR converted)."""
+    try:
+        import pydicom
+    except ImportError:
+        raise BadImage(f"needs_pydicom: DICOM file; {DICOM_HINT}") from None
+    try:
+        if not isinstance(path_or_file, (str, bytes, os.PathLike)):
+            path_or_file.seek(0)
+        ds = pydicom.dcmread(path_or_file)
+        _check_size(int(ds.Columns), int(ds.Rows))
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        if int(ds.Columns) * int(ds.Rows) * frames * int(getattr(ds, "SamplesPerPixel", 1) or 1) > 4 * MAX_PIXELS:
+            raise BadImage(f"too_large: {frames} frames of {ds.Columns}x{ds.Rows}")
+        a = ds.pixel_array
+        if frames > 1:
+            a = a[0]
+        photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
+        if photometric.startswith("YBR") and a.ndim == 3:
+            try:
+                from pydicom.pixels import convert_color_space
+            except ImportError:  # pydicom 2
+                from pydicom.pixel_data_handlers.util import convert_color_space
+            a = convert_color_space(a, photometric, "RGB")
+        a = _scale_to_uint8(a, int(getattr(ds, "BitsStored", 0) or 0) or None)
+        if photometric == "MONOCHROME1":
+            a = 255 - a
+        return _gray_or_rgb(a)
+    except BadImage:
+        raise
+    except Exception as e:  # pydicom raises many kinds on bad or unsupported input
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        cat = "truncated" if "truncat" in msg.lower() or isinstance(e, EOFError) else "undecodable"
+        raise BadImage(f"{cat}: DICOM: {msg}") from None
 
 
 def load_image_bytes(data: bytes, min_side: int | None = None) -> np.ndarray:
