@@ -66,3 +66,17 @@ def replace_dir(path: str, write) -> str:
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def check_output_dir(path: str, what: str) -> None:
+    """Refuse, with one line (UserError, exit 2), an output folder that names an existing file or
+    lies under one. ``what`` names it in the message, e.g. ``"--model_dir"``."""
+    from melano_tf.errors import UserError
+    full = os.path.abspath(path)
+    if os.path.lexists(full) and not os.path.isdir(full):
+        raise UserError(f"{what}={path}: exists and is not a folder; give a folder (new or existing)")
+    parent = os.path.dirname(full)
+    while parent != os.path.dirname(parent) and not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise UserError(f"{what}={path}: {parent} is a file, not a folder; give a folder path")

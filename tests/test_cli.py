@@ -146,3 +146,38 @@ def test_config_files_parse_and_validate(tmp_path):
     assert results["mod.cfg"]["config"]["level_weights"] == [1.0, 1.0, 1.0, 1.0]
     assert results["dcgan.cfg"]["config"]["base_filters"] == 1024
     assert results["quickstart.cfg"]["config"]["data"]["data_dir"] is None   # phantoms
+
+
+@pytest.mark.parametrize("binary,flag", [("train_lapgan", "--model_dir"), ("train_dcgan", "--model_dir"),
+                                         ("prepare_data", "--out")])
+@pytest.mark.parametrize("under", [False, True])
+def test_output_folder_naming_a_file_is_one_line(tmp_path, binary, flag, under):
+    target = tmp_path / "a_file"
+    target.write_text("not a folder")
+    path = str(target / "sub") if under else str(target)
+    extra = ["--source=phantom", "--num_images=4", "--resolution=32"] if binary == "prepare_data" else \
+        ["--resolution=32", "--train_steps=1"]
+    line = one_line_error(run_bin(binary, f"{flag}={path}", *extra), binary)
+    assert f"{flag}={path}" in line and "folder" in line
+    assert target.read_text() == "not a folder"
+
+
+def test_prepare_data_reads_bmp_class_folders(tmp_path):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for folder, fmt in (("MEL", "BMP"), ("Melanoma", "TIFF"), ("nv", "WEBP")):
+        for i in range(3):
+            os.makedirs(tmp_path / "src" / folder, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+                tmp_path / "src" / folder / f"{folder}_{i}.{fmt.lower()}", format=fmt)
+    proc = run_bin("prepare_data", f"--data_dir={tmp_path / 'src'}", "--resolution=32", f"--out={tmp_path / 'c'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "c" / "manifest.json") as f:
+        m = json.load(f)
+    assert m["class_names"] == ["melanoma", "nevus"] and sum(m["counts"].values()) == 9
+    diag = {}
+    for split in m["diagnosis_counts"].values():
+        for k, v in split.items():
+            diag[k] = diag.get(k, 0) + v
+    assert diag == {"MEL": 3, "Melanoma": 3, "nv": 3}

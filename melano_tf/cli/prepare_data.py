@@ -22,6 +22,8 @@ def main() -> None:
     from melano_tf.errors import UserError
     if not FLAGS.out:
         raise UserError("--out is required")
+    from melano_tf import fileio
+    fileio.check_output_dir(FLAGS.out, "--out")
     conf = mflags.data_config()
     if FLAGS.source == "phantom":
         from melano_tf.data import phantom

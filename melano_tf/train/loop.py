@@ -155,6 +155,7 @@ def make_step_fn(gan, strategy):
 
 def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     """Train (or resume) the run described by ``config``; returns the final statistics."""
+    fileio.check_output_dir(config.model_dir, "--model_dir")  # a file there: one line, exit 2
     os.makedirs(config.model_dir, exist_ok=True)
     strategy = runtime.make_strategy(config.strategy)  # first: multi-worker needs a fresh TF context
     resuming = check_resume(config)
