@@ -256,7 +256,7 @@ def define_classifier_flags() -> None:
     _define_missing("integer", "batch_size", d.batch_size, "Batch size.")
     _define_missing("integer", "train_steps", d.train_steps, "Training steps.")
     _define_missing("integer", "log_every", d.log_every, "Steps between progress lines.")
-    flags.DEFINE_enum("regime", d.regime, list(ccfg.REGIMES),
+    flags.DEFINE_enum("regime", d.regime, list(ccfg.regime_names()),
                       "Training set: as is, class-weighted loss, oversampled, plus generated melanoma, "
                       "or generated melanoma instead of the real ones.")
     flags.DEFINE_integer("num_classes", d.num_classes, "2: melanoma vs rest; 3: nevus / melanoma / SK.")
@@ -313,13 +313,43 @@ def define_experiment_flags() -> None:
     flags.DEFINE_list("regimes", list(e.regimes), "Regimes to run.")
     flags.DEFINE_list("phantom_counts", [f"{k}:{v}" for k, v in e.phantom_counts],
                       "Phantom images per class before melanoma is made rare in the training split.")
-    flags.DEFINE_enum("gan_scheme", e.gan_scheme, ["dcgan", "mod"], "Scheme of the melanoma GAN.")
+    flags.DEFINE_string("gan_scheme", e.gan_scheme, "Scheme of the generators: any registered one "
+                        "(melano_tf.gan.registry: dcgan, lapgan, mod).")
+    flags.DEFINE_enum("gan_data", e.gan_data, list(exp.GAN_DATA), "all_conditional: a class-conditional "
+                      "generator on every training lesion, melanoma drawn by label; melanoma_only: the "
+                      "paper-like generator on the rare training melanoma only.")
+    flags.DEFINE_list("gan_seeds", [str(s) for s in e.gan_seeds], "One generator per seed; classifier seed i "
+                      "uses generator i mod len(gan_seeds).")
     flags.DEFINE_integer("gan_steps", e.gan_steps, "GAN training steps.")
     flags.DEFINE_integer("gan_batch_size", e.gan_batch_size, "GAN batch size.")
     flags.DEFINE_integer("gan_latent_dim", e.gan_latent_dim, "GAN latent size.")
     flags.DEFINE_integer("gan_base_filters", e.gan_base_filters, "GAN filters at 4x4 (dcgan / mod's coarsest level).")
-    flags.DEFINE_integer("gan_level_filters", e.gan_level_filters, "mod: filters of the finer levels.")
-    flags.DEFINE_integer("gan_num_levels", e.gan_num_levels, "mod: pyramid levels.")
+    flags.DEFINE_integer("gan_min_filters", e.gan_min_filters, "GAN lower bound on filters per layer.")
+    flags.DEFINE_integer("gan_level_filters", e.gan_level_filters, "lapgan/mod: filters of the finer levels.")
+    flags.DEFINE_integer("gan_level_blocks", e.gan_level_blocks, "lapgan/mod: conv blocks per level generator.")
+    flags.DEFINE_integer("gan_num_levels", e.gan_num_levels, "lapgan/mod: pyramid levels.")
+    flags.DEFINE_integer("gan_base_resolution", e.gan_base_resolution, "lapgan/mod: coarsest level (0: derived).")
+    flags.DEFINE_string("gan_loss", e.gan_loss, "GAN adversarial loss (as --loss).")
+    flags.DEFINE_float("gan_g_learning_rate", e.gan_g_learning_rate, "GAN generator learning rate.")
+    flags.DEFINE_float("gan_d_learning_rate", e.gan_d_learning_rate, "GAN discriminator learning rate.")
+    flags.DEFINE_float("gan_beta_1", e.gan_beta_1, "GAN Adam beta_1.")
+    flags.DEFINE_float("gan_beta_2", e.gan_beta_2, "GAN Adam beta_2.")
+    flags.DEFINE_float("gan_r1_gamma", e.gan_r1_gamma, "GAN R1 penalty weight (as --r1_gamma).")
+    flags.DEFINE_integer("gan_mbstd_group", e.gan_mbstd_group, "GAN minibatch-stddev group (as --mbstd_group).")
+    flags.DEFINE_string("gan_g_upsample", e.gan_g_upsample, "GAN generator doubling (as --g_upsample).")
+    flags.DEFINE_float("gan_ema_decay", e.gan_ema_decay, "GAN EMA decay (as --ema_decay).")
+    flags.DEFINE_integer("gan_ema_halflife_images", e.gan_ema_halflife_images, "GAN EMA half-life in images "
+                         "(as --ema_halflife_images).")
+    flags.DEFINE_string("gan_augment", e.gan_augment, "GAN augmentation (as --augment).")
+    flags.DEFINE_string("gan_augment_policy", e.gan_augment_policy, "GAN augmentation ops (as --augment_policy).")
+    flags.DEFINE_integer("filter_pool", e.filter_pool, "synthetic_filtered: generated candidates drawn per "
+                         "wanted melanoma.")
+    flags.DEFINE_integer("num_bootstrap", e.num_bootstrap, "Bootstrap resamples of the seeds for the paired "
+                         "intervals.")
+    flags.DEFINE_boolean("deterministic", e.deterministic, "TensorFlow op determinism, fixed thread counts "
+                         "(inter-op 1, intra-op --deterministic_threads), seeded data order: the same command "
+                         "writes the same results.json (slower).")
+    flags.DEFINE_integer("deterministic_threads", e.deterministic_threads, "Intra-op threads with --deterministic.")
 
 
 def experiment_config():
@@ -337,16 +367,25 @@ def experiment_config():
         if not n.strip().isdigit():
             raise UserError(f"--phantom_counts: {item!r} is not class:count")
         counts.append((name.strip(), int(n)))
+    try:
+        gan_seeds = tuple(int(s) for s in FLAGS.gan_seeds)
+    except ValueError:
+        raise UserError(f"--gan_seeds={','.join(FLAGS.gan_seeds)}: expected comma-separated integers") from None
     base = classifier_config()
+    gan = {name: FLAGS[name].value for name in (
+        "gan_data", "gan_scheme", "gan_steps", "gan_batch_size", "gan_latent_dim", "gan_base_filters",
+        "gan_min_filters", "gan_level_filters", "gan_level_blocks", "gan_num_levels", "gan_base_resolution",
+        "gan_loss", "gan_g_learning_rate", "gan_d_learning_rate", "gan_beta_1", "gan_beta_2", "gan_r1_gamma",
+        "gan_mbstd_group", "gan_g_upsample", "gan_ema_decay", "gan_ema_halflife_images", "gan_augment",
+        "gan_augment_policy", "filter_pool", "num_bootstrap", "deterministic", "deterministic_threads")}
     conf = exp.ExperimentConfig(
         out_dir=FLAGS.model_dir, resolution=FLAGS.resolution, data_seed=FLAGS.seed, seeds=seeds,
         regimes=tuple(FLAGS.regimes), phantom_counts=tuple(counts), imbalance=FLAGS.imbalance,
-        num_synthetic=FLAGS.num_synthetic, gan_scheme=FLAGS.gan_scheme, gan_steps=FLAGS.gan_steps,
-        gan_batch_size=FLAGS.gan_batch_size, gan_latent_dim=FLAGS.gan_latent_dim,
-        gan_base_filters=FLAGS.gan_base_filters, gan_level_filters=FLAGS.gan_level_filters,
-        gan_num_levels=FLAGS.gan_num_levels, classifier_steps=FLAGS.train_steps, classifier=base,
-        export_base=FLAGS.export_base or None, data_dir=FLAGS.data_dir or None)
+        num_synthetic=FLAGS.num_synthetic, gan_seeds=gan_seeds, classifier_steps=FLAGS.train_steps,
+        classifier=base, export_base=FLAGS.export_base or None, data_dir=FLAGS.data_dir or None, **gan)
     conf.validate()
+    if conf.generator_regimes:   # the generators' own configs: the same errors as bin/train_*
+        exp.gan_config(conf, None).validate()
     return conf
 
 

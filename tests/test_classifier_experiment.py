@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from melano_tf.classify import experiment as exp
-from melano_tf.classify.config import REGIMES, ClassifierConfig
+from melano_tf.classify.config import ClassifierConfig
 from melano_tf.data import phantom
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras save_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COUNTS = {"melanoma": 20, "nevus": 36, "seborrheic_keratosis": 8}
+COUNTS = {"melanoma": 24, "nevus": 40, "seborrheic_keratosis": 8}
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,10 @@ def phantoms(tmp_path_factory):
 def experiment(phantoms, tmp_path_factory):
     out = tmp_path_factory.mktemp("experiment")
     conf = exp.ExperimentConfig(
-        out_dir=str(out / "run"), data_dir=phantoms, resolution=32, seeds=(0,), imbalance=8,
+        out_dir=str(out / "run"), data_dir=phantoms, resolution=32, seeds=(0, 1), gan_seeds=(0, 1), imbalance=8,
         gan_scheme="dcgan", gan_steps=2, gan_batch_size=4, gan_latent_dim=16, gan_base_filters=32,
-        classifier_steps=2, classifier=ClassifierConfig(batch_size=8, width=4),
-        export_base=str(out / "export"))
+        gan_min_filters=8, classifier_steps=2, classifier=ClassifierConfig(batch_size=8, width=4),
+        num_bootstrap=200, export_base=str(out / "export"))
     import keras
     policy = keras.mixed_precision.global_policy().name
     try:
@@ -47,32 +47,73 @@ def test_every_regime_trains_and_is_tabled(experiment):
     conf, summary = experiment
     assert summary["train_counts"]["melanoma"] == summary["train_counts"]["non_melanoma"] // 8
     lines = summary["table"].splitlines()
-    assert len(lines) == 2 + len(REGIMES)
-    for regime in REGIMES:
-        (m,) = summary["results"][regime]
-        for key, _ in exp.METRICS:
-            assert m[key] is None or 0.0 <= m[key] <= 1.0
-        assert sum(map(sum, m["confusion_matrix"])) == sum(summary["test_counts"].values())
+    assert len(lines) == 2 + len(conf.regimes) and set(conf.regimes) == set(exp.DEFAULT_REGIMES)
+    for regime in conf.regimes:
+        runs = summary["results"][regime]
+        assert [m["seed"] for m in runs] == [0, 1]
+        for m in runs:
+            for key, _ in exp.METRICS:
+                assert m["readout"][key] is None or 0.0 <= m["readout"][key] <= 1.0
+            assert sum(map(sum, m["confusion_matrix"])) == sum(summary["test_counts"].values())
+            assert "train_seconds" not in m
         run = os.path.join(conf.out_dir, "runs", regime, "seed0")
         assert os.path.isfile(os.path.join(run, "metrics.json")) and os.path.isfile(os.path.join(run, "roc.png"))
         assert any(line.startswith(f"| {regime} |") for line in lines)
+    # generator-dependent regimes: classifier seed i uses GAN seed i mod 2
+    assert [m["generator"] for m in summary["results"]["synthetic"]] == ["all_conditional_seed0",
+                                                                         "all_conditional_seed1"]
+    assert summary["results"]["oversample"][0]["generator"] is None
     syn = summary["results"]["synthetic"][0]["train_counts"]
     assert syn["synthetic"]["melanoma"] == syn["real"]["non_melanoma"] - syn["real"]["melanoma"]
     only = summary["results"]["synthetic_only"][0]["train_counts"]
     assert only["real"]["melanoma"] == 0 and only["synthetic"]["melanoma"] == only["real"]["non_melanoma"]
     over = summary["results"]["oversample"][0]["train_counts"]["real"]
     assert over["melanoma"] == over["non_melanoma"]
-    with open(os.path.join(conf.out_dir, "results.md")) as f:
-        assert summary["table"] in f.read()
+    so = summary["results"]["synthetic_oversample"][0]["train_counts"]
+    n_rest, n_mel = summary["train_counts"]["non_melanoma"], summary["train_counts"]["melanoma"]
+    assert so["synthetic"]["melanoma"] == (n_rest - n_mel) // 2
+    assert so["synthetic"]["melanoma"] + so["real"]["melanoma"] == so["real"]["non_melanoma"] == n_rest
+    for m in summary["results"]["synthetic_filtered"]:
+        f = m["train_counts"]
+        accepted = summary["filter"][m["generator"]]["accepted"]
+        assert f["synthetic"]["melanoma"] == min(accepted, n_rest - n_mel)
+        assert f["synthetic"]["melanoma"] + f["real"]["melanoma"] == n_rest      # shortfall: real oversampled
+    assert 0.0 < summary["filter"]["threshold"] < 1.0
+    # paired differences to oversample, one verdict line per regime
+    assert set(summary["differences"]) == set(conf.regimes) - {"oversample"}
+    text = open(os.path.join(conf.out_dir, "results.md")).read()
+    assert summary["table"] in text
+    for regime in set(conf.regimes) - {"oversample"}:
+        (line,) = [x for x in text.splitlines() if x.startswith(f"- `{regime}` ")]
+        assert summary["verdicts"][regime] in ("beats", "ties", "loses") and summary["verdicts"][regime] in line
+    assert os.path.isfile(os.path.join(conf.out_dir, "images.png"))
+    with open(os.path.join(conf.out_dir, "results.json")) as f:
+        assert conf.out_dir not in f.read()                       # relative paths only
 
 
-def test_gan_saw_exactly_the_rare_training_melanoma(experiment):
+def test_gans_saw_exactly_the_rare_training_split(experiment):
     conf, summary = experiment
-    with open(os.path.join(conf.out_dir, "gan", "cache", "manifest.json")) as f:
-        m = json.load(f)
-    assert m["counts"] == {"train": summary["train_counts"]["melanoma"], "validation": 0, "test": 0}
-    assert os.path.isfile(os.path.join(conf.out_dir, "gan", "saved_model", "saved_model.pb"))
-    assert len(os.listdir(os.path.join(conf.out_dir, "synthetic"))) == summary["train_counts"]["non_melanoma"]
+    counts = summary["train_counts"]
+    for g in ("all_conditional_seed0", "all_conditional_seed1"):
+        with open(os.path.join(conf.out_dir, "gan", g, "cache", "manifest.json")) as f:
+            m = json.load(f)
+        assert m["counts"] == {"train": counts["melanoma"] + counts["non_melanoma"], "validation": 0, "test": 0}
+        with open(os.path.join(conf.out_dir, "gan", g, "config.json")) as f:
+            c = json.load(f)
+        assert c["conditional"] and c["num_classes"] >= 3 and c["seed"] == int(g[-1])
+        assert os.path.isfile(os.path.join(conf.out_dir, "gan", g, "saved_model", "saved_model.pb"))
+        assert len(os.listdir(os.path.join(conf.out_dir, "synthetic", g))) == counts["non_melanoma"]
+
+
+def test_melanoma_only_generator(experiment, tmp_path):
+    conf, _ = experiment
+    import dataclasses
+    c = dataclasses.replace(conf, out_dir=str(tmp_path), gan_data="melanoma_only", gan_seeds=(3,), seeds=(0,),
+                            regimes=("oversample", "synthetic"), export_base=None)
+    summary = exp.run_experiment(c)
+    with open(tmp_path / "gan" / "melanoma_only_seed3" / "cache" / "manifest.json") as f:
+        assert json.load(f)["counts"]["train"] == summary["train_counts"]["melanoma"]
+    assert summary["results"]["synthetic"][0]["generator"] == "melanoma_only_seed3"
 
 
 def test_experiment_publishes_both_models(experiment):
@@ -88,9 +129,10 @@ def test_three_classes(experiment, tmp_path):
     from melano_tf.config import DataConfig
     c = ClassifierConfig(data=DataConfig(resolution=32), model_dir=str(tmp_path), num_classes=3, regime="oversample", train_steps=1,
                          batch_size=8, width=4, imbalance=8)
-    train, test, names = ctrain.load_splits(c, os.path.join(conf.out_dir, "cache"))
+    train, val, test, names = ctrain.load_splits(c, os.path.join(conf.out_dir, "cache"))
     assert names == ("nevus", "melanoma", "seborrheic_keratosis") and set(train.labels) == {0, 1, 2}
-    m, _ = ctrain.train_and_evaluate(c, train, test, names, say=lambda s: None)
+    m, _ = ctrain.train_and_evaluate(c, train, test, names, say=lambda s: None, validation=val)
+    assert m["readout"]["threshold"] is not None
     assert np.array(m["confusion_matrix"]).shape == (3, 3) and m["class_names"] == list(names)
     assert len(set(m["train_counts"]["real"].values())) == 1      # oversampled to the largest class
 
@@ -117,7 +159,8 @@ def test_train_classifier_cli_synthetic_folder_and_publish(experiment, phantoms,
     conf, _ = experiment
     base = tmp_path / "export"
     proc = _bin("train_classifier", f"--data_dir={phantoms}", "--resolution=32", f"--model_dir={tmp_path / 'run'}",
-                "--regime=synthetic", f"--synthetic={os.path.join(conf.out_dir, 'synthetic')}", "--imbalance=8",
+                "--regime=synthetic", f"--synthetic={os.path.join(conf.out_dir, 'synthetic', 'all_conditional_seed0')}",
+                "--imbalance=8",
                 "--train_steps=2", "--batch_size=8", "--width=4", f"--export_base={base}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     with open(tmp_path / "run" / "metrics.json") as f:

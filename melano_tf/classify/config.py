@@ -5,11 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from melano_tf.classify import regimes as _regimes
 from melano_tf.config import DataConfig
 from melano_tf.errors import UserError
 
-#: Training-set regimes (see ``melano_tf.classify.data.build_training_set``).
-REGIMES = ("baseline", "class_weights", "oversample", "synthetic", "synthetic_only")
+#: The built-in training-set regimes (the registry, ``melano_tf.classify.regimes``, may hold more).
+REGIMES = _regimes.BUILTIN
+
+
+def regime_names() -> tuple[str, ...]:
+    """Every registered regime (built-in or added later)."""
+    return _regimes.names()
 BACKBONES = ("small_cnn", "efficientnet_b0", "resnet50")
 
 
@@ -46,13 +52,12 @@ class ClassifierConfig:
 
     def validate(self) -> None:
         self.data.validate()
-        if self.regime not in REGIMES:
-            raise UserError(f"--regime={self.regime}: choose one of {', '.join(REGIMES)}")
+        regime = _regimes.get(self.regime)   # UserError naming the registered regimes
         if self.backbone not in BACKBONES:
             raise UserError(f"--backbone={self.backbone}: choose one of {', '.join(BACKBONES)}")
         if self.num_classes not in (2, 3):
             raise UserError(f"--num_classes={self.num_classes}: 2 (melanoma vs rest) or 3")
-        if self.regime.startswith("synthetic") and not self.synthetic:
+        if regime.needs_generator and not self.synthetic:
             raise UserError(f"--regime={self.regime} needs --synthetic=PATH (a generator SavedModel or "
                             "a folder of images)")
         for name in ("batch_size", "train_steps", "width", "log_every"):

@@ -6,14 +6,18 @@ arrays (2000 images at 224 px are 300 MB). Task labels:
 * ``num_classes=2``: ``("non_melanoma", "melanoma")``, melanoma vs everything else;
 * ``num_classes=3``: ``("nevus", "melanoma", "seborrheic_keratosis")``; other images are dropped.
 
-Regimes (``build_training_set``), with n_k the real training count of class k, P the melanoma
-class and M = max_{k != P} n_k the largest other class:
+Regimes (``build_training_set``; registered in ``melano_tf.classify.regimes``), with n_k the real
+training count of class k, P the melanoma class and M = max_{k != P} n_k the largest other class:
 
 * ``baseline``: the (imbalanced) set as is;
 * ``class_weights``: as is, loss weight ``w_k = N / (K n_k)`` per class (mean weight 1);
 * ``oversample``: every class drawn with replacement up to ``max_k n_k`` (random oversampling);
 * ``synthetic``: plus S generated melanoma, S = ``num_synthetic`` or ``max(M - n_P, 0)``;
 * ``synthetic_only``: real melanoma removed, S generated ones instead (S = ``num_synthetic`` or M).
+* ``synthetic_oversample``: S generated melanoma (S = ``num_synthetic`` or floor((M - n_P) / 2))
+  plus the real melanoma oversampled until real + generated reach M;
+* ``synthetic_filtered``: like ``synthetic_oversample`` with the generated melanoma a filter accepted
+  (S up to M - n_P; see ``melano_tf.classify.experiment``), a shortfall filled by real oversampling.
 
 Generated melanoma come from a generator SavedModel (its ``sample(seed, count[, label])``
 signature, see ``melano_tf.train.export``) or from a folder of PNG/JPEG images such as
@@ -47,18 +51,21 @@ def task_classes(num_classes: int) -> tuple[str, ...]:
 
 @dataclasses.dataclass
 class Split:
-    """Images (N, R, R, 3) uint8, task labels (N,) int32, image ids (N,) str."""
+    """Images (N, R, R, 3) uint8, task labels (N,) int32, image ids (N,) str; ``source_classes``
+    (N,) str: the class name in the source (e.g. nevus vs SK behind a binary "non_melanoma")."""
 
     images: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
+    source_classes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, index) -> "Split":
         index = np.asarray(index, np.int64)
-        return Split(self.images[index], self.labels[index], self.ids[index])
+        src = None if self.source_classes is None else self.source_classes[index]
+        return Split(self.images[index], self.labels[index], self.ids[index], src)
 
     def counts(self, class_names) -> dict:
         return {name: int((self.labels == k).sum()) for k, name in enumerate(class_names)}
@@ -111,7 +118,8 @@ def load_split(cache_dir: str, split: str, num_classes: int) -> Split:
         raise UserError(f"{cache_dir}: unlabeled images; the classifier needs labelled data")
     task = mapping[labels]
     keep = task >= 0
-    return Split(images[keep], task[keep].astype(np.int32), ids[keep])
+    source = np.array(m.class_names, dtype=object)[labels[keep]].astype(str)
+    return Split(images[keep], task[keep].astype(np.int32), ids[keep], source)
 
 
 def make_rare(train: Split, positive: int, ratio: float, seed: int) -> Split:
@@ -268,63 +276,32 @@ class TrainingSet:
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict:
     """``w_k = N / (K n_k)`` (classes without examples get weight 1)."""
-    n = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    total = n.sum()
-    return {k: float(total / (num_classes * n[k])) if n[k] > 0 else 1.0 for k in range(num_classes)}
+    from melano_tf.classify import regimes
+    return regimes.class_weights(labels, num_classes)
 
 
 def synthetic_count(train: Split, regime: str, num_synthetic: int, positive: int) -> int:
-    """S for the synthetic regimes (see the module docstring); 0 for the others."""
-    if not regime.startswith("synthetic"):
+    """S, the generated melanoma ``regime`` uses (``num_synthetic`` if > 0, else the regime's
+    default, see ``melano_tf.classify.regimes``); 0 for the regimes without generated images."""
+    from melano_tf.classify import regimes
+    r = regimes.get(regime)
+    if not r.needs_generator:
         return 0
     if num_synthetic > 0:
         return num_synthetic
     counts = np.bincount(train.labels, minlength=positive + 1)
-    largest_other = max(int(c) for k, c in enumerate(counts) if k != positive)
-    if regime == "synthetic":
-        return max(largest_other - int(counts[positive]), 0)
-    return largest_other
+    return int(r.count(counts, positive))
 
 
 def build_training_set(train: Split, regime: str, class_names, seed: int = 0,
                        synthetic_images: np.ndarray | None = None) -> TrainingSet:
-    """The training set of ``regime`` (see the module docstring). ``synthetic_images``: the S
-    generated melanoma for the synthetic regimes (``synthetic_count`` says how many)."""
-    k = len(class_names)
-    pos = list(class_names).index(MELANOMA)
-    images, labels = train.images, train.labels
-    synth = np.zeros(len(labels), bool)
-    weights = None
-    if regime == "baseline":
-        pass
-    elif regime == "class_weights":
-        weights = class_weights(labels, k)
-    elif regime == "oversample":
-        counts = np.bincount(labels, minlength=k)
-        target = counts.max()
-        rng = np.random.default_rng([seed, 7002])
-        extra = [rng.choice(np.flatnonzero(labels == c), size=target - counts[c], replace=True)
-                 for c in range(k) if 0 < counts[c] < target]
-        if extra:
-            idx = np.concatenate([np.arange(len(labels))] + extra)
-            images, labels, synth = images[idx], labels[idx], synth[idx]
-    elif regime in ("synthetic", "synthetic_only"):
-        if synthetic_images is None:
-            raise UserError(f"--regime={regime} needs generated melanoma (--synthetic=PATH)")
-        if regime == "synthetic_only":
-            keep = labels != pos
-            images, labels, synth = images[keep], labels[keep], synth[keep]
-        s = len(synthetic_images)
-        if s and synthetic_images.shape[1:] != images.shape[1:]:
-            raise ValueError(f"synthetic images {synthetic_images.shape[1:]} vs real {images.shape[1:]}")
-        images = np.concatenate([images, synthetic_images.astype(np.uint8)])
-        labels = np.concatenate([labels, np.full(s, pos, np.int32)])
-        synth = np.concatenate([synth, np.ones(s, bool)])
-    else:
-        raise UserError(f"--regime={regime}: unknown")
-    counts = {"real": {n: int(((labels == c) & ~synth).sum()) for c, n in enumerate(class_names)},
-              "synthetic": {n: int(((labels == c) & synth).sum()) for c, n in enumerate(class_names)}}
-    return TrainingSet(images, labels.astype(np.int32), synth, weights, counts)
+    """The training set of ``regime`` (its function in ``melano_tf.classify.regimes``).
+    ``synthetic_images``: the S generated melanoma for the generator-dependent regimes
+    (``synthetic_count`` says how many)."""
+    from melano_tf.classify import regimes
+    r = regimes.get(regime)
+    ctx = regimes.Context(train, tuple(class_names), seed, synthetic_images)
+    return r.build(ctx)
 
 
 def train_dataset(ts: TrainingSet, batch_size: int, seed: int, flip_augment: bool = True):

@@ -4,25 +4,44 @@
    prepared once; the split (train / validation / test by image group) is fixed by ``data_seed``.
 2. Melanoma is made rare in the *training* split only: at most 1 melanoma per ``imbalance``
    other images (seeded by ``data_seed``, so every regime and seed sees the same rare set).
-   The test split keeps its natural mix: it is the held-out real test set.
-3. A small GAN (``gan_scheme`` dcgan or mod, tiny widths) is trained with
-   ``melano_tf.train.loop.train`` on exactly those rare training melanoma. They are written as
-   PNGs in an ISIC 2017 layout whose ids all fall in the GAN cache's train split (a suffix
-   ``~k`` is added to an id until ``split_of(id, data_seed) == "train"``), so the GAN sees every
-   one of them and no validation or test image.
-4. The EMA generator's SavedModel ``sample`` signature draws the generated melanoma (also
-   written to ``synthetic/`` as PNGs, with a real-vs-synthetic grid).
-5. The classifier is trained under every regime for every seed and evaluated on the test split.
-6. The table: mean and sample standard deviation (ddof = 1) over seeds per regime,
-   ``s = sqrt(sum_i (x_i - mean)^2 / (n - 1))``; written to ``results.md`` / ``results.json``.
+   Validation and test keep their natural mix (validation chooses thresholds, test is held out).
+3. Generators, one per GAN seed (``gan_seeds``), trained with ``melano_tf.train.loop.train``
+   (``gan_config``: the quick start's recipe flags) on ``gan_data``:
+
+   * ``all_conditional`` (default): *every* rare-training-split lesion, class-conditional
+     (projection discriminator); melanoma are drawn by label;
+   * ``melanoma_only`` (the paper-like variant): only the rare training melanoma, unconditional.
+
+   Their images are written as PNGs in an ISIC 2017 layout whose ids all fall in the GAN cache's
+   train split (a suffix ``~k`` is added to an id until ``split_of(id, data_seed) == "train"``),
+   so a GAN sees exactly those images and no validation or test image.
+4. Generated melanoma: the EMA generator's ``sample`` signature (seed = the GAN seed). The
+   ``synthetic_filtered`` regime gets only those a *filter* accepts: a classifier trained on the
+   real training split (regime ``oversample``, seed ``FILTER_SEED_OFFSET + data_seed``) whose
+   melanoma probability must reach its own validation-chosen threshold, the operating point at
+   which that classifier calls a *real* validation lesion melanoma with the best balanced
+   accuracy; a generated image below it does not look like melanoma to a classifier of real ones.
+   ``filter_pool`` times the wanted count is drawn as candidates.
+5. The classifier is trained under every regime (``melano_tf.classify.regimes``) for every seed;
+   a generator-dependent run with seed index i uses generator ``gan_seeds[i % len(gan_seeds)]``,
+   so the generator's variance is part of the spread. Every run is read out fairly
+   (``metrics.readout``): decision threshold chosen on validation, metrics on test.
+6. The table: mean and sample standard deviation (ddof = 1) over seeds per regime; the paired
+   difference to ``oversample`` (same seeds) with a 95% bootstrap interval over seeds
+   (``metrics.paired_bootstrap``), and per regime one verdict line (``verdict_line``):
+   ``results.md`` / ``results.json`` (no timings or absolute paths: with ``deterministic`` the
+   same command writes the same bytes); timings go to ``timing.json``.
+7. ``images.png``: real training melanoma, generated melanoma of every generator and the
+   filtered ones.
 
 Runs whose ``config.json`` is unchanged and whose ``metrics.json`` exists are reused, so an
-interrupted experiment continues where it stopped (the GAN resumes from its checkpoint).
+interrupted experiment continues where it stopped (a GAN resumes from its checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -31,49 +50,90 @@ import numpy as np
 
 from melano_tf import fileio, viz
 from melano_tf.classify import data as cdata
+from melano_tf.classify import metrics as cmetrics
+from melano_tf.classify import regimes as cregimes
 from melano_tf.classify import train as ctrain
-from melano_tf.classify.config import REGIMES, ClassifierConfig
+from melano_tf.classify.config import ClassifierConfig
 from melano_tf.errors import UserError
 
-METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."),
-           ("sensitivity", "mel. sensitivity"), ("specificity", "mel. specificity"),
+#: Table columns: read-out key, label (threshold chosen on validation, all measured on test).
+METRICS = (("balanced_accuracy_at_t", "balanced acc. @t"), ("sensitivity_at_t", "sensitivity @t"),
+           ("specificity_at_t", "specificity @t"), ("sensitivity_at_spec90", "sens. @spec 0.90"),
            ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"))
+#: The verdict against the reference uses these (the issue's targets).
+PRIMARY = ("pr_auc", "sensitivity_at_spec90")
+REFERENCE = "oversample"
+GAN_DATA = ("all_conditional", "melanoma_only")
+FILTER_SEED_OFFSET = 10_000
+DEFAULT_REGIMES = ("baseline", "class_weights", "oversample", "synthetic", "synthetic_only",
+                   "synthetic_oversample", "synthetic_filtered")
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     out_dir: str = "runs/imbalance"
     data_dir: str | None = None
-    resolution: int = 32
+    resolution: int = 64
     data_seed: int = 0
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    regimes: tuple[str, ...] = REGIMES
+    regimes: tuple[str, ...] = DEFAULT_REGIMES
     phantom_counts: tuple[tuple[str, int], ...] = (("melanoma", 300), ("nevus", 1000),
                                                    ("seborrheic_keratosis", 400))
     imbalance: float = 20.0
     num_synthetic: int = 0
-    gan_scheme: str = "dcgan"
-    gan_steps: int = 2000
+    # generators (the recipe mirrors configs/quickstart.cfg)
+    gan_data: str = "all_conditional"
+    gan_seeds: tuple[int, ...] = (0, 1)
+    gan_scheme: str = "mod"
+    gan_steps: int = 1000
     gan_batch_size: int = 32
     gan_latent_dim: int = 64
-    gan_base_filters: int = 128
+    gan_base_filters: int = 256
+    gan_min_filters: int = 32
     gan_level_filters: int = 32
-    gan_num_levels: int = 2
+    gan_level_blocks: int = 2
+    gan_num_levels: int = 3
+    gan_base_resolution: int = 0          # 0: resolution / 2**(levels-1)
+    gan_loss: str = "nonsaturating"
+    gan_g_learning_rate: float = 2e-4
+    gan_d_learning_rate: float = 2e-4
+    gan_beta_1: float = 0.5
+    gan_beta_2: float = 0.999
+    gan_r1_gamma: float = 0.0
+    gan_mbstd_group: int = 0
+    gan_g_upsample: str = "transpose"
+    gan_ema_decay: float = 0.99
+    gan_ema_halflife_images: int = 0
+    gan_augment: str = "diffaugment"
+    gan_augment_policy: str = "color,translation,cutout"
+    filter_pool: int = 4                  # candidates drawn per wanted filtered melanoma
+    num_bootstrap: int = 10000
+    deterministic: bool = False
+    deterministic_threads: int = 2
     classifier_steps: int = 300
     classifier: ClassifierConfig | None = None   # template: backbone, width, batch size, ...
     export_base: str | None = None
 
     def validate(self) -> None:
-        bad = [r for r in self.regimes if r not in REGIMES]
+        known = cregimes.names()
+        bad = [r for r in self.regimes if r not in known]
         if bad or not self.regimes:
-            raise UserError(f"--regimes={','.join(self.regimes)}: choose from {', '.join(REGIMES)}")
-        if not self.seeds:
-            raise UserError("--seeds: need at least one seed")
+            raise UserError(f"--regimes={','.join(self.regimes)}: choose from {', '.join(known)}")
+        if len(set(self.regimes)) != len(self.regimes):
+            raise UserError(f"--regimes={','.join(self.regimes)}: a regime is listed twice")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"--seeds={','.join(map(str, self.seeds))}: need distinct seeds, at least one")
+        if not self.gan_seeds or len(set(self.gan_seeds)) != len(self.gan_seeds):
+            raise UserError(f"--gan_seeds={','.join(map(str, self.gan_seeds))}: need distinct seeds, at least one")
         if self.imbalance <= 0:
             raise UserError(f"--imbalance={self.imbalance}: the experiment needs a ratio > 0 (e.g. 20)")
-        if self.gan_scheme not in ("dcgan", "mod"):
-            raise UserError(f"--gan_scheme={self.gan_scheme}: dcgan or mod")
-        for name in ("gan_steps", "gan_batch_size", "classifier_steps"):
+        from melano_tf.gan import registry
+        if self.gan_scheme not in registry.names():
+            raise UserError(f"--gan_scheme={self.gan_scheme}: choose one of {', '.join(registry.names())}")
+        if self.gan_data not in GAN_DATA:
+            raise UserError(f"--gan_data={self.gan_data}: choose one of {', '.join(GAN_DATA)}")
+        for name in ("gan_steps", "gan_batch_size", "classifier_steps", "filter_pool", "num_bootstrap",
+                     "deterministic_threads"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)}: must be >= 1")
         if self.data_dir is None:
@@ -84,9 +144,32 @@ class ExperimentConfig:
             if dict(self.phantom_counts).get("melanoma", 0) < 4:
                 raise UserError("--phantom_counts: need at least 4 melanoma phantoms")
 
+    @property
+    def generator_regimes(self) -> tuple[str, ...]:
+        return tuple(r for r in self.regimes if cregimes.get(r).needs_generator)
+
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def set_deterministic(threads: int = 2) -> None:
+    """TensorFlow op determinism and fixed thread counts (inter-op 1, intra-op ``threads``).
+
+    The thread counts can only be set before the TF runtime starts; later they are left as they
+    are (with a note when they differ). Data order is seeded everywhere already (classifier:
+    ``train_dataset``'s shuffle seed, stateless augmentation; GAN: the pipeline's seed).
+    """
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        have = (tf.config.threading.get_inter_op_parallelism_threads(),
+                tf.config.threading.get_intra_op_parallelism_threads())
+        if have != (1, threads):
+            _say(f"--deterministic: TensorFlow already runs with inter/intra-op threads {have}, not (1, {threads})")
 
 
 def _train_id(image_id: str, seed: int) -> str:
@@ -99,14 +182,27 @@ def _train_id(image_id: str, seed: int) -> str:
     return candidate
 
 
-def write_gan_data(out_dir: str, images: np.ndarray, ids, seed: int) -> str:
-    """The GAN's training images as an ISIC 2017 layout (all melanoma, all in the train split)."""
+#: ISIC 2017 ground-truth columns (melanoma, seborrheic_keratosis) of the classes it can express.
+_ISIC_ROW = {"melanoma": "1.0,0.0", "nevus": "0.0,0.0", "seborrheic_keratosis": "0.0,1.0"}
+
+
+def write_gan_data(out_dir: str, images: np.ndarray, ids, seed: int, classes=None) -> str:
+    """A GAN's training images as an ISIC 2017 layout, every id in the train split.
+
+    ``classes``: source class name per image (nevus / melanoma / seborrheic_keratosis; images of
+    other classes are left out); None: all melanoma.
+    """
     from melano_tf.data.phantom import GROUND_TRUTH_CSV, IMAGES_DIR
     img_dir = os.path.join(out_dir, IMAGES_DIR)
     os.makedirs(img_dir, exist_ok=True)
-    wanted = {}
-    for img, iid in zip(images, ids):
-        wanted[_train_id(str(iid), seed)] = img
+    if classes is None:
+        classes = ["melanoma"] * len(images)
+    wanted, label = {}, {}
+    for img, iid, c in zip(images, ids, classes):
+        if c not in _ISIC_ROW:
+            continue
+        tid = _train_id(str(iid), seed)
+        wanted[tid], label[tid] = img, c
     for f in os.listdir(img_dir):   # a re-run with another selection must not keep stale images
         if os.path.splitext(f)[0] not in wanted:
             os.unlink(os.path.join(img_dir, f))
@@ -114,7 +210,7 @@ def write_gan_data(out_dir: str, images: np.ndarray, ids, seed: int) -> str:
         path = os.path.join(img_dir, tid + ".png")
         if not os.path.exists(path):
             viz.save_png(path, img)
-    rows = ["image_id,melanoma,seborrheic_keratosis"] + [f"{tid},1.0,0.0" for tid in sorted(wanted)]
+    rows = ["image_id,melanoma,seborrheic_keratosis"] + [f"{tid},{_ISIC_ROW[label[tid]]}" for tid in sorted(wanted)]
     csv_path = os.path.join(out_dir, GROUND_TRUTH_CSV)
     text = "\n".join(rows) + "\n"
     if not os.path.exists(csv_path) or open(csv_path, encoding="utf-8").read() != text:
@@ -122,17 +218,27 @@ def write_gan_data(out_dir: str, images: np.ndarray, ids, seed: int) -> str:
     return out_dir
 
 
-def gan_config(conf: ExperimentConfig, data_dir: str):
+def gan_config(conf: ExperimentConfig, data_dir: str, gan_seed: int = 0, model_dir: str | None = None):
+    """The TrainConfig of one generator: the quick start's recipe (``gan_*`` fields), conditional
+    for ``gan_data=all_conditional`` (then all classes), melanoma only otherwise."""
     from melano_tf.config import DataConfig, TrainConfig
     every = max(conf.gan_steps, 1)
+    conditional = conf.gan_data == "all_conditional"
     return TrainConfig(
         data=DataConfig(data_dir=data_dir, data_format="isic2017", resolution=conf.resolution,
-                        classes=("melanoma",), seed=conf.data_seed),
-        model_dir=os.path.join(conf.out_dir, "gan"), scheme=conf.gan_scheme,
-        latent_dim=conf.gan_latent_dim, base_filters=conf.gan_base_filters, min_filters=16,
-        level_filters=conf.gan_level_filters, level_blocks=2, num_levels=conf.gan_num_levels,
-        batch_size=conf.gan_batch_size, train_steps=conf.gan_steps, ema_decay=0.99,
-        strategy="one_device", seed=conf.data_seed, checkpoint_every=every, sample_every=every,
+                        classes=() if conditional else ("melanoma",), seed=conf.data_seed),
+        model_dir=model_dir or os.path.join(conf.out_dir, "gan", f"{conf.gan_data}_seed{gan_seed}"),
+        scheme=conf.gan_scheme, conditional=conditional,
+        latent_dim=conf.gan_latent_dim, base_filters=conf.gan_base_filters, min_filters=conf.gan_min_filters,
+        level_filters=conf.gan_level_filters, level_blocks=conf.gan_level_blocks, num_levels=conf.gan_num_levels,
+        base_resolution=conf.gan_base_resolution, loss=conf.gan_loss,
+        g_learning_rate=conf.gan_g_learning_rate, d_learning_rate=conf.gan_d_learning_rate,
+        beta_1=conf.gan_beta_1, beta_2=conf.gan_beta_2, r1_gamma=conf.gan_r1_gamma,
+        mbstd_group=conf.gan_mbstd_group, g_upsample=conf.gan_g_upsample, ema_decay=conf.gan_ema_decay,
+        ema_halflife_images=conf.gan_ema_halflife_images, augment=conf.gan_augment,
+        augment_policy=conf.gan_augment_policy,
+        batch_size=conf.gan_batch_size, train_steps=conf.gan_steps,
+        strategy="one_device", seed=gan_seed, checkpoint_every=every, sample_every=every,
         summary_every=max(every // 20, 1), log_every=max(every // 10, 1))
 
 
@@ -144,17 +250,68 @@ def mean_std(values) -> tuple[float | None, float | None]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def _row(run: dict) -> dict:
+    return run.get("readout", run)
+
+
 def table(results: dict, regimes) -> str:
-    """Markdown table: one row per regime, ``mean ± std`` per metric over seeds."""
+    """Markdown table: one row per regime, ``mean ± std`` per read-out metric over seeds."""
     head = "| regime | " + " | ".join(label for _, label in METRICS) + " |"
     lines = [head, "|" + "---|" * (len(METRICS) + 1)]
     for r in regimes:
         runs = results.get(r, [])
         cells = []
         for key, _ in METRICS:
-            m, s = mean_std([run[key] for run in runs])
+            m, s = mean_std([_row(run).get(key) for run in runs])
             cells.append("n/a" if m is None else f"{m:.3f} ± {s:.3f}")
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_differences(results: dict, regimes, reference: str = REFERENCE, num_resamples: int = 10000,
+                       seed: int = 0) -> dict:
+    """regime -> metric -> ``paired_bootstrap`` of (regime - reference) over the seeds both have."""
+    ref = {run["seed"]: _row(run) for run in results.get(reference, [])}
+    out = {}
+    for r in regimes:
+        if r == reference or not ref:
+            continue
+        runs = {run["seed"]: _row(run) for run in results.get(r, [])}
+        common = [s for s in runs if s in ref]
+        out[r] = {key: cmetrics.paired_bootstrap([runs[s].get(key) for s in common],
+                                                 [ref[s].get(key) for s in common],
+                                                 num_resamples=num_resamples, seed=seed)
+                  for key, _ in METRICS}
+    return out
+
+
+def overall_verdict(diffs: dict) -> str:
+    """beats: beats on a primary metric and loses on none; loses: the reverse; else ties."""
+    v = [cmetrics.verdict(diffs[k]) for k in PRIMARY]
+    if "beats" in v and "loses" not in v:
+        return "beats"
+    if "loses" in v and "beats" not in v:
+        return "loses"
+    return "ties"
+
+
+def _interval(d: dict) -> str:
+    if d["mean"] is None:
+        return "n/a"
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def verdict_line(regime: str, diffs: dict, reference: str = REFERENCE) -> str:
+    labels = dict(METRICS)
+    parts = ", ".join(f"{labels[k]} {_interval(diffs[k])} ({cmetrics.verdict(diffs[k])})" for k in PRIMARY)
+    return f"- `{regime}` **{overall_verdict(diffs)}** `{reference}`: {parts}"
+
+
+def difference_table(diffs: dict) -> str:
+    head = "| regime - oversample | " + " | ".join(label for _, label in METRICS) + " |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 1)]
+    for r, d in diffs.items():
+        lines.append(f"| {r} | " + " | ".join(_interval(d[k]) for k, _ in METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -170,21 +327,37 @@ def _reuse(run_dir: str, config_text: str) -> dict | None:
     return None
 
 
-def run_experiment(conf: ExperimentConfig) -> dict:
-    """Everything in the module docstring; returns {"table", "results", "seconds", ...}."""
-    import keras
+def _digest(images: np.ndarray | None) -> str | None:
+    if images is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
 
-    conf.validate()
-    t_start = time.time()
-    out = os.path.abspath(conf.out_dir)
-    os.makedirs(out, exist_ok=True)
-    template = conf.classifier or ClassifierConfig()
-    num_classes = template.num_classes
-    from melano_tf.config import DataConfig
-    data = DataConfig(data_dir=conf.data_dir, resolution=conf.resolution, seed=conf.data_seed)
-    data.validate()
 
-    # 1. data and the fixed split
+def _run_key(c: ClassifierConfig, **extra) -> str:
+    """The text a run folder's config.json holds (reuse only when it is byte-identical)."""
+    d = {"classifier": json.loads(c.to_json()), **extra}
+    return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+
+def _section_figure(path: str, sections: list[tuple[str, np.ndarray]], cols: int = 8) -> str:
+    """One PNG: a titled grid per section (real / generated / filtered images)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    grids = [(title, viz.grid(imgs, cols=cols)) for title, imgs in sections if len(imgs)]
+    heights = [g.shape[0] for _, g in grids]
+    fig, axes = plt.subplots(len(grids), 1, figsize=(8, 1.0 + sum(heights) / 60.0),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (title, g) in zip(axes[:, 0], grids):
+        ax.imshow(g, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    return viz.save_figure(fig, path, dpi=100)
+
+
+# ------------------------------------------------------------------------------- the steps
+
+def _prepare_data(conf: ExperimentConfig, out: str, num_classes: int):
     data_dir = conf.data_dir
     if data_dir is None:
         from melano_tf.data import phantom
@@ -197,114 +370,247 @@ def run_experiment(conf: ExperimentConfig) -> dict:
     source = readers.read_source(data_dir)
     cache_dir = cache.prepare(source, os.path.join(out, "cache"), resolution=conf.resolution,
                               seed=conf.data_seed, progress=False).cache_dir
+    full_train = cdata.load_split(cache_dir, "train", num_classes)
+    validation = cdata.load_split(cache_dir, "validation", num_classes)
+    test = cdata.load_split(cache_dir, "test", num_classes)
+    return full_train, validation, test
+
+
+def _train_generators(conf: ExperimentConfig, out: str, train: cdata.Split, pos: int, timing: dict) -> dict:
+    """gan name -> SavedModel path, one generator per GAN seed."""
+    import keras
+
+    from melano_tf.train import loop
+    mel = train.labels == pos
+    if conf.gan_data == "melanoma_only":
+        gan_data = write_gan_data(os.path.join(out, "gan_data", conf.gan_data), train.images[mel],
+                                  train.ids[mel], conf.data_seed)
+        expected, what = int(mel.sum()), f"the {int(mel.sum())} training melanoma"
+    else:
+        gan_data = write_gan_data(os.path.join(out, "gan_data", conf.gan_data), train.images, train.ids,
+                                  conf.data_seed, train.source_classes)
+        expected = int(sum(c in _ISIC_ROW for c in train.source_classes))
+        what = f"all {expected} training lesions, class-conditional"
+    gens = {}
+    for gs in conf.gan_seeds:
+        gconf = gan_config(conf, gan_data, gs)
+        gconf.validate()
+        name = f"{conf.gan_data}_seed{gs}"
+        _say(f"GAN {name} ({conf.gan_scheme}, {conf.gan_steps} steps) on {what}")
+        t0 = time.time()
+        policy = keras.mixed_precision.global_policy().name
+        keras.utils.set_random_seed(gs)                  # initialisation (the loop seeds noise and data)
+        try:
+            res = loop.train(gconf)
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
+        timing[f"gan_{name}"] = round(time.time() - t0, 1)
+        from melano_tf.data.cache import load_manifest
+        m = load_manifest(os.path.join(gconf.model_dir, "cache"))
+        if m.counts["train"] != expected or m.counts["validation"] or m.counts["test"]:
+            raise RuntimeError(f"GAN cache holds {m.counts}, expected {expected} training images only")
+        gens[name] = res["saved_model"]
+    return gens
+
+
+def _filter(conf, out, template, data, train, validation, test, class_names, say=_say) -> tuple:
+    """(model, threshold, metrics) of the filter classifier (trained once, then reused)."""
+    import keras
+
+    from melano_tf.classify import model as cmodel
+    run_dir = os.path.join(out, "filter")
+    c = dataclasses.replace(template, data=data, model_dir=run_dir, regime="oversample",
+                            seed=FILTER_SEED_OFFSET + conf.data_seed, imbalance=0.0,
+                            train_steps=conf.classifier_steps, export=False, synthetic=None, export_base=None)
+    key = _run_key(c, deterministic=conf.deterministic)
+    m = _reuse(run_dir, key)
+    weights = os.path.join(run_dir, "model.weights.h5")
+    if m is not None and os.path.isfile(weights):
+        keras.backend.clear_session()
+        model = cmodel.build(c.backbone, c.data.resolution, len(class_names), c.backbone_weights,
+                             width=c.width, dropout=c.dropout)
+        model.load_weights(weights)
+    else:
+        keras.backend.clear_session()
+        m, model = ctrain.train_and_evaluate(c, train, test, class_names, say=lambda s: None, validation=validation)
+        with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(key)
+    t = m["readout"]["threshold"]
+    if t is None:
+        raise UserError("the validation split needs melanoma and non-melanoma images to choose the filter threshold")
+    say(f"filter: oversample classifier (seed {c.seed}), melanoma probability >= {t:.3f} (chosen on "
+        f"validation); on test {ctrain.readout_line(m['readout'])}")
+    return model, t, m
+
+
+def run_experiment(conf: ExperimentConfig) -> dict:
+    """Everything in the module docstring; returns the results.json content plus timings."""
+    import keras
+
+    conf.validate()
+    if conf.deterministic:
+        set_deterministic(conf.deterministic_threads)
+    t_start = time.time()
+    timing: dict = {}
+    out = os.path.abspath(conf.out_dir)
+    os.makedirs(out, exist_ok=True)
+    template = conf.classifier or ClassifierConfig()
+    num_classes = template.num_classes
+    from melano_tf.config import DataConfig
+    data = DataConfig(data_dir=conf.data_dir, resolution=conf.resolution, seed=conf.data_seed)
+    data.validate()
     class_names = cdata.task_classes(num_classes)
     pos = class_names.index(cdata.MELANOMA)
-    full_train = cdata.load_split(cache_dir, "train", num_classes)
-    test = cdata.load_split(cache_dir, "test", num_classes)
 
-    # 2. melanoma made rare in the training split
+    # 1.-2. data, the fixed split, melanoma made rare in the training split
+    full_train, validation, test = _prepare_data(conf, out, num_classes)
     train = cdata.make_rare(full_train, pos, conf.imbalance, conf.data_seed)
     n_pos = int((train.labels == pos).sum())
     _say(f"training split: {train.counts(class_names)} (melanoma 1:{conf.imbalance:g} of the rest, "
-         f"{int((full_train.labels == pos).sum())} before); test split: {test.counts(class_names)}")
-    if not (test.labels == pos).any():
-        raise UserError("the test split has no melanoma; add melanoma images")
+         f"{int((full_train.labels == pos).sum())} before); validation: {validation.counts(class_names)}; "
+         f"test: {test.counts(class_names)}")
+    for name, s in (("validation", validation), ("test", test)):
+        if not (s.labels == pos).any() or (s.labels == pos).all():
+            raise UserError(f"the {name} split needs melanoma and non-melanoma images (has "
+                            f"{s.counts(class_names)}); add images")
 
-    # 3. the GAN on exactly the rare training melanoma
-    need_synthetic = any(r.startswith("synthetic") for r in conf.regimes)
-    gan_seconds, saved_model = 0.0, None
-    if need_synthetic:
-        from melano_tf.train import loop
-        mel = train.labels == pos
-        gan_data = write_gan_data(os.path.join(out, "gan_data"), train.images[mel], train.ids[mel],
-                                  conf.data_seed)
-        gconf = gan_config(conf, gan_data)
-        gconf.validate()
-        _say(f"GAN ({conf.gan_scheme}, {conf.gan_steps} steps) on the {n_pos} training melanoma")
+    # 3. generators
+    gen_regimes = conf.generator_regimes
+    gens: dict = {}
+    if gen_regimes:
         t0 = time.time()
-        res = loop.train(gconf)
-        gan_seconds = time.time() - t0
-        saved_model = res["saved_model"]
-        from melano_tf.data.cache import load_manifest
-        m = load_manifest(os.path.join(gconf.model_dir, "cache"))
-        if m.counts["train"] != n_pos:
-            raise RuntimeError(f"GAN cache holds {m.counts['train']} training images, expected {n_pos}")
+        gens = _train_generators(conf, out, train, pos, timing)
+        timing["gans"] = round(time.time() - t0, 1)
+    gen_names = list(gens)
 
-    # 4. generated melanoma
-    synthetic = None
-    if need_synthetic:
-        wanted = max(cdata.synthetic_count(train, r, conf.num_synthetic, pos)
-                     for r in conf.regimes if r.startswith("synthetic"))
-        synthetic = cdata.sample_generator(saved_model, wanted, conf.resolution, seed=conf.data_seed)
-        syn_dir = os.path.join(out, "synthetic")
-        os.makedirs(syn_dir, exist_ok=True)
-        for i, img in enumerate(synthetic):
-            viz.save_png(os.path.join(syn_dir, f"melanoma_{i:05d}.png"), img)
-        k = min(32, n_pos, len(synthetic))
-        grid = np.concatenate([viz.grid(train.images[train.labels == pos][:k], cols=8),
-                               viz.grid(synthetic[:k], cols=8)], axis=0)
-        viz.save_png(os.path.join(out, "real_vs_synthetic.png"), grid)
-        _say(f"{len(synthetic)} generated melanoma -> {syn_dir}; real (top) vs synthetic (bottom): "
-             f"{os.path.join(out, 'real_vs_synthetic.png')}")
+    # 4. generated melanoma (raw pool; filtered by the filter classifier)
+    raw_need = max([cdata.synthetic_count(train, r, conf.num_synthetic, pos) for r in gen_regimes
+                    if cregimes.get(r).generated == "raw"] or [0])
+    filt_need = max([cdata.synthetic_count(train, r, conf.num_synthetic, pos) for r in gen_regimes
+                     if cregimes.get(r).generated == "filtered"] or [0])
+    pools, filtered, filter_info = {}, {}, {}
+    for g in gen_names:
+        n = max(raw_need, conf.filter_pool * filt_need)
+        gs = conf.gan_seeds[gen_names.index(g)]
+        pools[g] = cdata.sample_generator(gens[g], n, conf.resolution, seed=gs)
+    if filt_need:
+        fmodel, thr, fm = _filter(conf, out, template, data, train, validation, test, class_names)
+        for g in gen_names:
+            p = ctrain.predict(fmodel, pools[g])[:, pos]
+            keep = p >= thr
+            filtered[g] = pools[g][keep]
+            filter_info[g] = {"candidates": int(len(p)), "accepted": int(keep.sum()),
+                              "acceptance": float(keep.mean()) if len(p) else None,
+                              "mean_probability": float(p.mean()) if len(p) else None}
+            _say(f"filter: {g}: {int(keep.sum())} of {len(p)} generated melanoma accepted")
+        filter_info["threshold"] = thr
+        filter_info["filter_test_readout"] = fm["readout"]
+        del fmodel
+    for g in gen_names:
+        d = os.path.join(out, "synthetic", g)
+        os.makedirs(d, exist_ok=True)
+        for i, img in enumerate(pools[g][:raw_need or filt_need]):
+            path = os.path.join(d, f"melanoma_{i:05d}.png")
+            if not os.path.exists(path):
+                viz.save_png(path, img)
+
+    # 7. the images the classifier was given
+    grid_path = None
+    if gen_names:
+        real_mel = train.images[train.labels == pos][:16]
+        sections = [(f"real training melanoma ({n_pos} in all)", real_mel)]
+        for g in gen_names:
+            sections.append((f"generated melanoma, {g} ({conf.gan_scheme})", pools[g][:16]))
+        for g in filtered:
+            sections.append((f"filtered, {g}: {filter_info[g]['accepted']} of {filter_info[g]['candidates']} "
+                             f"accepted (p >= {filter_info['threshold']:.2f})", filtered[g][:16]))
+        grid_path = _section_figure(os.path.join(out, "images.png"), sections)
+        _say(f"real / generated / filtered melanoma: {grid_path}")
 
     # 5. every regime x seed
     results: dict[str, list] = {r: [] for r in conf.regimes}
     curves = {}
     export_model = None
-    for seed in conf.seeds:
+    for i, seed in enumerate(conf.seeds):
+        gen = gen_names[i % len(gen_names)] if gen_names else None
         for regime in conf.regimes:
+            reg = cregimes.get(regime)
             run_dir = os.path.join(out, "runs", regime, f"seed{seed}")
+            syn = None
+            if reg.needs_generator:
+                n = cdata.synthetic_count(train, regime, conf.num_synthetic, pos)
+                syn = (pools if reg.generated == "raw" else filtered)[gen][:n]
             c = dataclasses.replace(template, data=data, model_dir=run_dir, regime=regime, seed=seed,
                                     imbalance=0.0, train_steps=conf.classifier_steps, export=False,
-                                    synthetic=saved_model if regime.startswith("synthetic") else None,
+                                    synthetic=os.path.relpath(gens[gen], out) if syn is not None else None,
                                     num_synthetic=conf.num_synthetic, export_base=None)
             c.validate()
-            ctext = c.to_json() + "\n"
-            m = _reuse(run_dir, ctext)
+            key = _run_key(c, generator=gen if syn is not None else None, synthetic_images=_digest(syn),
+                           deterministic=conf.deterministic)
+            m = _reuse(run_dir, key)
             if m is None:
                 os.makedirs(run_dir, exist_ok=True)
-                syn = None
-                if regime.startswith("synthetic"):
-                    syn = synthetic[:cdata.synthetic_count(train, regime, conf.num_synthetic, pos)]
                 keras.backend.clear_session()
-                m, model = ctrain.train_and_evaluate(c, train, test, class_names, syn, say=lambda s: None)
-                if seed == conf.seeds[0]:
-                    probs = ctrain.predict(model, test.images)
-                    curves[regime] = (test.labels == pos, probs[:, pos])
+                m, model = ctrain.train_and_evaluate(c, train, test, class_names, syn, say=lambda s: None,
+                                                     validation=validation)
+                if i == 0:
+                    curves[regime] = (test.labels == pos, ctrain.predict(model, test.images)[:, pos])
                     if regime == "synthetic" and conf.export_base:
                         export_model = model
                 with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
-                    f.write(ctext)
+                    f.write(key)
                 note = f"{m['train_seconds']:.0f} s"
             else:
                 note = "reused"
+            timing.setdefault("runs", {})[f"{regime}/seed{seed}"] = m.get("train_seconds")
+            m = {k: v for k, v in m.items() if k != "train_seconds"}
+            m["generator"] = gen if syn is not None else None
             results[regime].append(m)
-            _say(f"{regime:>15} seed {seed}: {ctrain.summary_line(m)}  ({note})")
+            _say(f"{regime:>20} seed {seed}: {ctrain.readout_line(m['readout'])}  ({note})")
     if curves:
-        from melano_tf.classify import metrics as cmetrics
         cmetrics.roc_plot(os.path.join(out, "roc.png"), curves,
                           title=f"ROC on the real test split (seed {conf.seeds[0]})")
 
-    # 6. the table
+    # 6. the tables and verdicts
     tab = table(results, conf.regimes)
-    seconds = time.time() - t_start
+    diffs = paired_differences(results, conf.regimes, num_resamples=conf.num_bootstrap)
+    verdicts = {r: overall_verdict(d) for r, d in diffs.items()}
     header = (f"Imbalance experiment: melanoma 1:{conf.imbalance:g} in training "
-              f"({train.counts(class_names)}), test {test.counts(class_names)}, {conf.resolution} px, "
-              f"{template.backbone} {conf.classifier_steps} steps, seeds {list(conf.seeds)}, "
-              f"GAN {conf.gan_scheme} {conf.gan_steps} steps ({gan_seconds:.0f} s); "
-              f"mean ± std (ddof=1) over seeds; total {seconds:.0f} s")
+              f"({train.counts(class_names)}), validation {validation.counts(class_names)}, test "
+              f"{test.counts(class_names)}, {conf.resolution} px, {template.backbone} {conf.classifier_steps} "
+              f"steps, seeds {list(conf.seeds)}; generators: {conf.gan_scheme} {conf.gan_steps} steps on "
+              f"{conf.gan_data}, GAN seeds {list(conf.gan_seeds)}"
+              + (" (deterministic)" if conf.deterministic else "")
+              + ". Decision threshold chosen per run on the validation split (max. balanced accuracy), "
+              "everything measured on the test split; mean ± std (ddof=1) over seeds.")
     text = header + "\n\n" + tab + "\n"
+    if diffs:
+        text += (f"\nPaired over seeds, regime minus `{REFERENCE}`: mean difference [95% bootstrap interval, "
+                 f"{conf.num_bootstrap} resamples of the seeds]; verdict on {' and '.join(dict(METRICS)[k] for k in PRIMARY)} "
+                 "(beats: interval above 0 on one and below on none; loses: the reverse; else ties):\n\n"
+                 + "\n".join(verdict_line(r, d) for r, d in diffs.items()) + "\n\n" + difference_table(diffs) + "\n")
+    if filter_info:
+        text += (f"\nFilter: melanoma probability >= {filter_info['threshold']:.3f} under an `oversample` classifier "
+                 "of the real training split (threshold chosen on validation); accepted: "
+                 + ", ".join(f"{g} {filter_info[g]['accepted']}/{filter_info[g]['candidates']}" for g in filtered)
+                 + "\n")
+    if grid_path:
+        text += "\n![real, generated and filtered melanoma](images.png)\n"
     fileio.write_text_atomic(os.path.join(out, "results.md"), text)
-    summary = {"table": tab, "header": header, "seconds": seconds, "gan_seconds": gan_seconds,
-               "train_counts": train.counts(class_names), "test_counts": test.counts(class_names),
-               "results": results, "saved_model": saved_model}
-    fileio.write_text_atomic(os.path.join(out, "results.json"), json.dumps(summary, indent=1) + "\n")
+    summary = {"header": header, "table": tab, "differences": diffs, "verdicts": verdicts,
+               "train_counts": train.counts(class_names), "validation_counts": validation.counts(class_names),
+               "test_counts": test.counts(class_names), "generators": {g: os.path.relpath(p, out) for g, p in gens.items()},
+               "filter": filter_info, "results": results}
+    fileio.write_text_atomic(os.path.join(out, "results.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    timing["total"] = round(time.time() - t_start, 1)
+    fileio.write_text_atomic(os.path.join(out, "timing.json"), json.dumps(timing, indent=1) + "\n")
     _say("\n" + text)
-    _say(f"results: {os.path.join(out, 'results.md')}")
+    _say(f"results: {os.path.join(out, 'results.md')}; {timing['total']:.0f} s")
 
-    if conf.export_base and saved_model:
+    if conf.export_base and gens:
         from melano_tf.classify import export as cexport
         from melano_tf.serving import layout
+        saved_model = gens[gen_names[0]]
         if not layout.same_as_latest(conf.export_base, "lesion_generator", saved_model):
             layout.publish_copy(conf.export_base, "lesion_generator", saved_model)
         if export_model is not None:
@@ -312,4 +618,4 @@ def run_experiment(conf: ExperimentConfig) -> dict:
                            lambda tmp: cexport.write_classifier(export_model, tmp, class_names, conf.resolution,
                                                                 {"regime": "synthetic"}))
         _say(f"TF Serving config: {layout.write_models_config(conf.export_base)}")
-    return summary
+    return dict(summary, seconds=timing["total"], timing=timing, saved_model=gens.get(gen_names[0]) if gens else None)

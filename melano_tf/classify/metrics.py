@@ -17,6 +17,18 @@ melanoma score ``p_melanoma``, P the melanoma index. With the confusion matrix
   integral, no interpolation.
 
 A metric whose denominator is empty (e.g. AUC with one class present) is ``None``.
+
+The fair read-out (``readout``) replaces the argmax decision by a threshold t on the melanoma
+score chosen on the *validation* split: predict melanoma iff ``s >= t``, with
+``t = argmax_t (TPR_val(t) + TNR_val(t)) / 2`` over the midpoints between consecutive distinct
+validation scores (ties: the highest such t). It reports, on the test split, balanced accuracy
+``(TPR + TNR) / 2``, sensitivity TPR and specificity TNR at that t, the sensitivity at a fixed
+specificity of 0.90 (``sensitivity_at_specificity``: the highest TPR of the empirical test ROC
+among the thresholds with TNR >= 0.90, no interpolation), ROC AUC and PR AUC. The test labels
+enter none of the choices.
+
+``paired_bootstrap``: differences d_i = a_i - b_i paired by seed; the mean difference and the
+percentile interval of the means of B resamples of the seeds (with replacement, fixed rng).
 """
 
 from __future__ import annotations
@@ -121,6 +133,97 @@ def average_precision(is_positive, scores):
     recall = tp / n_pos
     precision = tp / (tp + fp)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def choose_threshold(is_positive, scores) -> float | None:
+    """The validation threshold maximising balanced accuracy (see the module docstring).
+
+    Candidates are the midpoints between consecutive distinct scores (and 0.5 below the lowest,
+    0.5 above the highest), so t never sits on a validation score. None without both classes.
+    """
+    pos = np.asarray(is_positive, bool).ravel()
+    s = np.asarray(scores, np.float64).ravel()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    tp, fp, thr = _threshold_counts(pos, s)           # at t = thr[k] (decreasing): s >= thr[k]
+    bal = (tp / n_pos + 1.0 - fp / n_neg) / 2.0
+    bal = np.r_[0.5, bal]                             # t above every score: nothing positive
+    k = int(np.argmax(bal))                           # first maximum: the highest threshold
+    # bal[k], k >= 1: predict positive iff s >= thr[k-1], i.e. any t in (thr[k], thr[k-1]]
+    ext = np.r_[thr[0] + 1.0, thr, thr[-1] - 1.0]
+    return float((ext[k] + ext[k + 1]) / 2.0)
+
+
+def at_threshold(is_positive, scores, threshold: float) -> dict:
+    """Sensitivity, specificity and (binary) balanced accuracy of ``s >= threshold``."""
+    pos = np.asarray(is_positive, bool).ravel()
+    s = np.asarray(scores, np.float64).ravel()
+    pred = s >= threshold
+    sens = _ratio((pred & pos).sum(), pos.sum())
+    spec = _ratio((~pred & ~pos).sum(), (~pos).sum())
+    bal = None if sens is None or spec is None else (sens + spec) / 2.0
+    return {"sensitivity": sens, "specificity": spec, "balanced_accuracy": bal}
+
+
+def sensitivity_at_specificity(is_positive, scores, specificity: float = 0.90):
+    """Highest TPR of the empirical ROC among thresholds with TNR >= ``specificity`` (no interpolation)."""
+    pos = np.asarray(is_positive, bool).ravel()
+    if pos.all() or not pos.any():
+        return None
+    fpr, tpr, _ = roc_curve(pos, scores)
+    ok = fpr <= 1.0 - specificity + 1e-12
+    return float(tpr[ok].max())
+
+
+#: The read-out's keys (threshold chosen on validation; everything else measured on test).
+READOUT_KEYS = ("threshold", "balanced_accuracy_at_t", "sensitivity_at_t", "specificity_at_t",
+                "sensitivity_at_spec90", "roc_auc", "pr_auc")
+
+
+def readout(val_is_positive, val_scores, test_is_positive, test_scores) -> dict:
+    """The fair read-out (module docstring): threshold from validation, metrics on test."""
+    t = choose_threshold(val_is_positive, val_scores)
+    out = {"threshold": t}
+    if t is None:
+        out.update(balanced_accuracy_at_t=None, sensitivity_at_t=None, specificity_at_t=None)
+    else:
+        m = at_threshold(test_is_positive, test_scores, t)
+        out.update(balanced_accuracy_at_t=m["balanced_accuracy"], sensitivity_at_t=m["sensitivity"],
+                   specificity_at_t=m["specificity"])
+    out.update(sensitivity_at_spec90=sensitivity_at_specificity(test_is_positive, test_scores, 0.90),
+               roc_auc=roc_auc(test_is_positive, test_scores),
+               pr_auc=average_precision(test_is_positive, test_scores))
+    return out
+
+
+def paired_bootstrap(a, b, num_resamples: int = 10000, level: float = 0.95, seed: int = 0) -> dict:
+    """Mean of ``a_i - b_i`` (paired by index) and its percentile bootstrap interval.
+
+    The n seeds are resampled with replacement ``num_resamples`` times by ``default_rng(seed)``;
+    the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (numpy's default
+    linear interpolation) of the resampled means. Pairs with a None are dropped.
+    """
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if not pairs:
+        return {"n": 0, "mean": None, "low": None, "high": None}
+    d = np.array([x - y for x, y in pairs], np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(num_resamples, len(d)))
+    means = d[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return {"n": len(d), "mean": float(d.mean()), "low": float(lo), "high": float(hi)}
+
+
+def verdict(interval: dict) -> str:
+    """``beats`` (interval above 0), ``loses`` (below 0) or ``ties`` (contains 0); n/a without pairs."""
+    if interval.get("mean") is None:
+        return "n/a"
+    if interval["low"] > 0:
+        return "beats"
+    if interval["high"] < 0:
+        return "loses"
+    return "ties"
 
 
 def evaluate(y_true, probabilities, class_names, positive: str = "melanoma") -> dict:

@@ -4,7 +4,8 @@ Run folder (``model_dir``)::
 
     config.json, flags.txt   the effective configuration
     phantoms/, cache/        phantom source (no --data_dir) and the prepared TFRecords
-    metrics.json             test metrics (see ``metrics.evaluate``), training-set counts, timing
+    metrics.json             test metrics (``metrics.evaluate``: argmax decision; ``metrics.readout``:
+                             threshold chosen on the validation split), training-set counts, timing
     roc.png                  ROC curve on the test split
     model.weights.h5         trained weights
     saved_model/             the classifier SavedModel (see ``melano_tf.classify.export``)
@@ -13,7 +14,8 @@ Optimisation: Adam with cosine decay ``lr_t = lr_0 (1 + cos(pi t / T)) / 2`` ove
 ``train_steps``; loss ``-(1/B) sum_i w_{y_i} log p_{y_i}(x_i)`` (sparse categorical
 cross-entropy; ``w = 1`` except in the ``class_weights`` regime); float32
 (whatever global precision policy an earlier GAN run in the same process left).
-The test split is never used for any choice: the model after the last step is evaluated.
+The test split is never used for any choice: the model after the last step is evaluated, and the
+read-out's decision threshold comes from the validation split.
 """
 
 from __future__ import annotations
@@ -52,21 +54,23 @@ def prepare_cache(config: ClassifierConfig, cache_dir: str | None = None) -> str
 
 
 def load_splits(config: ClassifierConfig, cache_dir: str):
-    """(train, test, class_names): train made rare by ``config.imbalance`` (seeded by config.seed)."""
+    """(train, validation, test, class_names): train made rare by ``config.imbalance`` (seeded by
+    config.seed); validation and test keep their natural mix."""
     from melano_tf.data.cache import load_manifest
     res = load_manifest(cache_dir).resolution
     if res != config.data.resolution:
         raise UserError(f"{cache_dir}: images are {res} px, the run asks for --resolution={config.data.resolution}")
     class_names = cdata.task_classes(config.num_classes)
     train = cdata.load_split(cache_dir, "train", config.num_classes)
+    validation = cdata.load_split(cache_dir, "validation", config.num_classes)
     test = cdata.load_split(cache_dir, "test", config.num_classes)
     pos = class_names.index(cdata.MELANOMA)
     train = cdata.make_rare(train, pos, config.imbalance, config.seed)
-    for name, s in (("train", train), ("test", test)):
+    for name, s in (("train", train), ("validation", validation), ("test", test)):
         if not (s.labels == pos).any() or (s.labels == pos).all():
             raise UserError(f"{cache_dir}: the {name} split needs melanoma and non-melanoma images "
                             f"(has {s.counts(class_names)})")
-    return train, test, class_names
+    return train, validation, test, class_names
 
 
 class _Progress:
@@ -108,9 +112,23 @@ def predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
+def evaluate_model(model, validation: cdata.Split | None, test: cdata.Split, class_names) -> tuple[dict, np.ndarray]:
+    """(metrics, test probabilities): ``metrics.evaluate`` on test plus, with a validation split,
+    ``metrics.readout`` (threshold from validation only) under ``readout``."""
+    pos = list(class_names).index(cdata.MELANOMA)
+    probs = predict(model, test.images)
+    result = cmetrics.evaluate(test.labels, probs, class_names, positive=cdata.MELANOMA)
+    if validation is not None:
+        val_scores = predict(model, validation.images)[:, pos]
+        result["readout"] = cmetrics.readout(validation.labels == pos, val_scores, test.labels == pos, probs[:, pos])
+    return result, probs
+
+
 def train_and_evaluate(config: ClassifierConfig, train: cdata.Split, test: cdata.Split, class_names,
-                       synthetic_images: np.ndarray | None = None, say=_say) -> tuple[dict, object]:
-    """One run on preloaded splits; writes metrics.json and roc.png. Returns (metrics, model)."""
+                       synthetic_images: np.ndarray | None = None, say=_say,
+                       validation: cdata.Split | None = None) -> tuple[dict, object]:
+    """One run on preloaded splits; writes metrics.json and roc.png. Returns (metrics, model).
+    With ``validation``, metrics["readout"] holds the fair read-out (``metrics.readout``)."""
     os.makedirs(config.model_dir, exist_ok=True)
     t0 = time.time()
     ts = cdata.build_training_set(train, config.regime, class_names, seed=config.seed,
@@ -119,8 +137,7 @@ def train_and_evaluate(config: ClassifierConfig, train: cdata.Split, test: cdata
         f"{ts.counts['synthetic']}), testing on {len(test)} {test.counts(class_names)}")
     model = fit(config, ts, len(class_names), say)
     train_seconds = time.time() - t0
-    probs = predict(model, test.images)
-    result = cmetrics.evaluate(test.labels, probs, class_names, positive=cdata.MELANOMA)
+    result, probs = evaluate_model(model, validation, test, class_names)
     pos = list(class_names).index(cdata.MELANOMA)
     cmetrics.roc_plot(os.path.join(config.model_dir, "roc.png"),
                       {config.regime: (test.labels == pos, probs[:, pos])},
@@ -143,9 +160,16 @@ def summary_line(m: dict) -> str:
             f"ROC AUC {_fmt(m['roc_auc'])}  PR AUC {_fmt(m['pr_auc'])}")
 
 
+def readout_line(r: dict) -> str:
+    return (f"t {_fmt(r['threshold'])}  balanced {_fmt(r['balanced_accuracy_at_t'])}  "
+            f"sensitivity {_fmt(r['sensitivity_at_t'])}  specificity {_fmt(r['specificity_at_t'])}  "
+            f"sens@spec0.90 {_fmt(r['sensitivity_at_spec90'])}  ROC AUC {_fmt(r['roc_auc'])}  PR AUC {_fmt(r['pr_auc'])}")
+
+
 def synthetic_for(config: ClassifierConfig, train: cdata.Split, class_names) -> np.ndarray | None:
     """The generated melanoma a synthetic regime adds (None for the other regimes)."""
-    if not config.regime.startswith("synthetic"):
+    from melano_tf.classify import regimes
+    if not regimes.get(config.regime).needs_generator:
         return None
     pos = list(class_names).index(cdata.MELANOMA)
     n = cdata.synthetic_count(train, config.regime, config.num_synthetic, pos)
@@ -166,10 +190,11 @@ def run(config: ClassifierConfig, flags_text: str | None = None) -> dict:
     if flags_text is not None:
         fileio.write_text_atomic(os.path.join(config.model_dir, "flags.txt"), flags_text)
     cache_dir = prepare_cache(config)
-    train, test, class_names = load_splits(config, cache_dir)
+    train, validation, test, class_names = load_splits(config, cache_dir)
     synthetic = synthetic_for(config, train, class_names)
-    result, model = train_and_evaluate(config, train, test, class_names, synthetic)
+    result, model = train_and_evaluate(config, train, test, class_names, synthetic, validation=validation)
     _say(f"test: {summary_line(result)}")
+    _say(f"test at the validation-chosen threshold: {readout_line(result['readout'])}")
     if config.export:
         from melano_tf.classify import export as cexport
         info = {"regime": config.regime, "backbone": config.backbone}
