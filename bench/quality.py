@@ -44,6 +44,8 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (training, phantoms and sampl
 flags.DEFINE_string("out", "bench_out/quality", "Output folder (runs/, grids, runs.jsonl, table.md).")
 flags.DEFINE_string("extra", "", "Flags added to every row's training command (e.g. --train_steps=500).")
 flags.DEFINE_integer("jobs", 1, "Training runs at once.")
+flags.DEFINE_integer("threads", 0, "TensorFlow intra/inter-op threads per training run (0: TensorFlow's "
+                     "default; with --jobs=2 on 2 cores, 1 each avoids oversubscription).")
 flags.DEFINE_enum("features", "classifier", ["classifier", "random_conv"], "Feature space of KID and P/R.")
 flags.DEFINE_integer("classifier_epochs", 8, "Epochs of the phantom classifier.")
 flags.DEFINE_boolean("train_only", False, "Only train (no scoring).")
@@ -79,7 +81,10 @@ def train(name: str, flagfile: str, extra: list[str], seed: int) -> tuple[str, f
            f"--model_dir={model_dir}", f"--seed={seed}", *shlex.split(FLAGS.extra), *extra]
     t0 = time.time()
     with open(os.path.join(model_dir, "bench_train.log"), "a", encoding="utf-8") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        env = dict(os.environ)
+        if FLAGS.threads > 0:
+            env.update(TF_NUM_INTRAOP_THREADS=str(FLAGS.threads), TF_NUM_INTEROP_THREADS=str(FLAGS.threads))
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     seconds = time.time() - t0
     if rc != 0:
         raise RuntimeError(f"training {name} seed {seed} failed (rc {rc}); see {model_dir}/bench_train.log")

@@ -28,7 +28,7 @@ import numpy as np
 from melano_tf import fileio, viz
 from melano_tf.errors import UserError
 from melano_tf.metrics import features as feats
-from melano_tf.metrics import fid, histograms, memorization, msssim, sampling, swd
+from melano_tf.metrics import fid, histograms, memorization, msssim, precision_recall, sampling, swd
 
 GRID_IMAGES = 64
 
@@ -180,6 +180,9 @@ def evaluate(model_dirs: list[str], out: str, data_dir: str | None = None, num_s
         if half >= 2:
             order = np.random.default_rng(seed).permutation(len(act_train))
             ref["fid_floor"] = fid.fid_from_activations(act_train[order[:half]], act_train[order[half:2 * half]])
+            pr = precision_recall.precision_recall_from_activations(act_train[order[:half]],
+                                                                    act_train[order[half:2 * half]])
+            ref["precision_real"], ref["recall_real"] = pr["precision"], pr["recall"]
     viz.save_png(os.path.join(out, "real_samples.png"), viz.grid(real.train[:GRID_IMAGES]))
 
     runs, h_fakes = {}, {}
@@ -210,6 +213,7 @@ def evaluate(model_dirs: list[str], out: str, data_dir: str | None = None, num_s
             mets["fid"] = fid.fid_from_activations(act_train, act_fake)
             mets["kid"], mets["kid_std"] = fid.kid_from_activations(act_train, act_fake,
                                                                     subset_size=kid_subset_size, seed=seed)
+            mets.update(precision_recall.precision_recall_from_activations(act_train, act_fake))
         with timer(f"{name}: memorization"):
             spaces = memorization.memorization_spaces(real.train, samples, real.heldout, act_train=act_train,
                                                       act_heldout=act_held, act_samples=act_fake)
