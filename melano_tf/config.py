@@ -78,6 +78,7 @@ class TrainConfig:
     # optimisation
     loss: str = "nonsaturating"
     r1_gamma: float = 0.0
+    r1_every: int = 1             # lazy R1 (StyleGAN2): penalty every N steps, weighted N x
     gp_weight: float = 10.0
     batch_size: int = 16          # global
     train_steps: int = 10000
@@ -162,6 +163,8 @@ class TrainConfig:
                             "must be >= 0")
         if self.r1_gamma < 0:
             raise UserError(f"--r1_gamma={self.r1_gamma}: must be >= 0")
+        if self.r1_every < 1:
+            raise UserError(f"--r1_every={self.r1_every}: must be >= 1")
         from melano_tf.gan.augment import parse_policy
         parse_policy(self.augment_policy)
         if not 0.0 <= self.ema_decay < 1.0:

@@ -65,6 +65,8 @@ def define_train_flags() -> None:
     flags.DEFINE_boolean("conditional", d.conditional, "Class-conditional G and projection D.")
     flags.DEFINE_enum("loss", d.loss, list(cfg.LOSSES), "Adversarial loss.")
     flags.DEFINE_float("r1_gamma", d.r1_gamma, "R1 penalty weight (0: off).")
+    flags.DEFINE_integer("r1_every", d.r1_every, "Lazy R1: apply the penalty every N steps with weight "
+                         "N * --r1_gamma (StyleGAN2 uses 16); 1: every step.")
     flags.DEFINE_float("gp_weight", d.gp_weight, "WGAN-GP gradient penalty weight.")
     flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size (split over replicas).")
     flags.DEFINE_integer("train_steps", d.train_steps, "Total training steps (a resume continues to this).")

@@ -195,8 +195,13 @@ class GAN(keras.Model):
                                                      weight=c.gp_weight, seed=self.augment_seed(salt + 3),
                                                      scale=scale)
             if c.r1_gamma > 0:
-                loss += losses_lib.r1_penalty(lambda x: d_fn(x, cond_real, salt), real, gamma=c.r1_gamma,
-                                              scale=scale)
+                def r1():
+                    return losses_lib.r1_penalty(lambda x: d_fn(x, cond_real, salt), real,
+                                                 gamma=c.r1_gamma * c.r1_every, scale=scale)
+                if c.r1_every > 1:  # lazy regularisation (Karras et al. 2020, StyleGAN2 sec. 3.1)
+                    loss += tf.cond(tf.equal(self.step % c.r1_every, 0), r1, lambda: tf.zeros_like(loss))
+                else:
+                    loss += r1()
         stats = {"d_real": tf.reduce_mean(real_logits), "d_fake": tf.reduce_mean(fake_logits),
                  "real_sign": tf.reduce_mean(tf.sign(real_logits))}
         return loss, stats

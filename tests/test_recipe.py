@@ -1,0 +1,137 @@
+"""The training-recipe options of issue 9 on tiny networks: EMA statistics and half-life, lazy R1,
+minibatch standard deviation and resize-conv upsampling."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from melano_tf import config as cfg
+from melano_tf.errors import UserError
+from melano_tf.gan import networks
+from melano_tf.train import loop, runtime
+
+RES, LATENT, BATCH = 32, 8, 8
+
+
+def _build(scheme: str = "dcgan", **kw):
+    runtime.set_precision("float32")
+    base = dict(data=cfg.DataConfig(resolution=RES), model_dir="/tmp/unused", scheme=scheme, latent_dim=LATENT,
+                base_filters=16, min_filters=8, level_filters=4, level_blocks=1, num_levels=2,
+                batch_size=BATCH, train_steps=1, precision="float32", augment="none")
+    base.update(kw)
+    conf = cfg.TrainConfig(**base)
+    conf.validate()
+    keras.utils.set_random_seed(5)
+    strategy = runtime.make_strategy("one_device")
+    return loop.build_gan(conf, strategy, 0), strategy
+
+
+def _real(seed=0, batch=BATCH):
+    x = tf.random.stateless_uniform([batch, RES, RES, 3], [seed, 1], -1.0, 1.0)
+    return x, tf.zeros([batch], tf.int32)
+
+
+def _train(gan, strategy, steps, batch=BATCH):
+    step = loop.make_step_fn(gan, strategy)
+    for i in range(steps):
+        out = step(_real(i, batch))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["track", "copy"])
+def test_ema_generator_statistics_match_its_own_weights(mode):
+    """In inference mode the EMA generator must give what its own batch statistics give."""
+    # a slow average (half-life 50 steps from the start) of a fast-moving generator
+    gan, strategy = _build(ema_bn=mode, g_learning_rate=5e-3, batch_size=32, ema_halflife_images=1600,
+                           ema_rampup=0.0)
+    _train(gan, strategy, 100, batch=32)  # BN momentum 0.9: the initial statistics weigh 0.9**100 by now
+    e = gan.ema_generators[0]
+    z = tf.random.stateless_normal([512, LATENT], [9, 9])
+    inference = np.asarray(e(z, training=False))
+    batch_stats = np.asarray(e(z, training=True))
+    err = np.abs(inference - batch_stats).mean()
+    if mode == "copy":  # the old behaviour: the live generator's statistics, off for averaged weights
+        assert err > 0.15
+    else:
+        assert err < 0.08
+
+
+def test_ema_half_life_in_images():
+    gan, _ = _build(ema_halflife_images=800, ema_rampup=0.0)
+    # d = 0.5 ** (batch / half-life): after 800 / 8 = 100 steps the old average weighs one half
+    d = float(gan.ema_decay())
+    assert d == pytest.approx(0.5 ** (BATCH / 800), rel=1e-6)
+    assert d ** 100 == pytest.approx(0.5, rel=1e-4)
+    ramped, _ = _build(ema_halflife_images=800, ema_rampup=0.5)
+    ramped.step.assign(9)  # 10 steps * 8 images * 0.5 = 40 images of half-life
+    assert float(ramped.ema_decay()) == pytest.approx(0.5 ** (BATCH / 40), rel=1e-6)
+
+
+def test_fixed_ema_decay_keeps_its_warm_up():
+    gan, _ = _build(ema_decay=0.999)
+    assert float(gan.ema_decay()) == pytest.approx(1.0 / 10.0)
+    gan.step.assign(10_000)
+    assert float(gan.ema_decay()) == pytest.approx(0.999)
+
+
+def test_lazy_r1_applies_the_scaled_penalty_only_every_n_steps():
+    lazy, _ = _build(r1_gamma=10.0, r1_every=2)
+    plain, _ = _build(r1_gamma=0.0)
+    for a, b in zip(plain.discriminators[0].weights, lazy.discriminators[0].weights):
+        a.assign(b)
+    for a, b in zip(plain.generators[0].weights, lazy.generators[0].weights):
+        a.assign(b)
+    real, labels = _real(3)
+    fake = plain.generators[0](tf.random.stateless_normal([BATCH, LATENT], [1, 2]), training=False)
+
+    def d_loss(gan):
+        return float(tf.reduce_mean(gan.d_terms(0, real, fake, None, None, None, salt=10)[0]))
+
+    base = d_loss(plain)
+    lazy.step.assign(0)
+    on = d_loss(lazy)
+    lazy.step.assign(1)
+    off = d_loss(lazy)
+    assert off == pytest.approx(base, rel=1e-6)
+    assert on > base
+    # weight N * gamma on the steps it runs: the same as r1_every=1 with twice the gamma
+    every, _ = _build(r1_gamma=20.0, r1_every=1)
+    for a, b in zip(every.discriminators[0].weights, lazy.discriminators[0].weights):
+        a.assign(b)
+    assert d_loss(every) == pytest.approx(on, rel=1e-5)
+
+
+def test_minibatch_stddev_feature():
+    layer = networks.MinibatchStddev(group_size=2)
+    x = np.zeros([4, 2, 2, 3], np.float32)
+    x[0], x[2] = 1.0, 3.0  # group rows {0, 2} and {1, 3}: std 1 for the first, 0 for the second
+    y = np.asarray(layer(tf.constant(x)))
+    assert y.shape == (4, 2, 2, 4)
+    np.testing.assert_allclose(y[..., :3], x)
+    np.testing.assert_allclose(y[[0, 2], ..., 3], 1.0, atol=1e-3)
+    np.testing.assert_allclose(y[[1, 3], ..., 3], 1e-4, atol=1e-3)
+    # a batch the group does not divide falls back to groups of one: the feature is ~0
+    odd = np.asarray(layer(tf.constant(x[:3])))
+    np.testing.assert_allclose(odd[..., 3], 1e-4, atol=1e-3)
+
+
+def test_recipe_options_build_and_train_every_scheme():
+    for scheme in ("dcgan", "lapgan", "mod"):
+        gan, strategy = _build(scheme, g_upsample="resize", mbstd_group=4, r1_gamma=0.1, r1_every=2)
+        names = [layer.name for layer in gan.generators[0].layers]
+        assert any(n.endswith("_resize") for n in names)
+        assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in gan.generators[0].layers)
+        assert all(any(isinstance(layer, networks.MinibatchStddev) for layer in d.layers)
+                   for d in gan.discriminators)
+        out = _train(gan, strategy, 2)
+        assert np.isfinite(float(out["d_loss"])) and int(gan.skipped_steps.numpy()) == 0
+
+
+def test_recipe_flags_are_validated():
+    for bad in (dict(g_upsample="bicubic"), dict(mbstd_group=-1), dict(r1_every=0),
+                dict(ema_halflife_images=-5), dict(augment_policy="color,zoom"), dict(ema_bn="average")):
+        with pytest.raises(UserError):
+            cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="dcgan", **bad).validate()
