@@ -97,13 +97,14 @@ class ExperimentConfig:
     gan_loss: str = "nonsaturating"
     gan_g_learning_rate: float = 2e-4
     gan_d_learning_rate: float = 2e-4
-    gan_beta_1: float = 0.5
-    gan_beta_2: float = 0.999
-    gan_r1_gamma: float = 0.0
-    gan_mbstd_group: int = 0
-    gan_g_upsample: str = "transpose"
+    gan_beta_1: float = 0.0
+    gan_beta_2: float = 0.99
+    gan_r1_gamma: float = 0.1
+    gan_r1_every: int = 4
+    gan_mbstd_group: int = 4
+    gan_g_upsample: str = "resize"
     gan_ema_decay: float = 0.99
-    gan_ema_halflife_images: int = 0
+    gan_ema_halflife_images: int = 10000
     gan_augment: str = "diffaugment"
     gan_augment_policy: str = "color,translation,cutout"
     filter_pool: int = 4                  # candidates drawn per wanted filtered melanoma
@@ -233,7 +234,7 @@ def gan_config(conf: ExperimentConfig, data_dir: str, gan_seed: int = 0, model_d
         level_filters=conf.gan_level_filters, level_blocks=conf.gan_level_blocks, num_levels=conf.gan_num_levels,
         base_resolution=conf.gan_base_resolution, loss=conf.gan_loss,
         g_learning_rate=conf.gan_g_learning_rate, d_learning_rate=conf.gan_d_learning_rate,
-        beta_1=conf.gan_beta_1, beta_2=conf.gan_beta_2, r1_gamma=conf.gan_r1_gamma,
+        beta_1=conf.gan_beta_1, beta_2=conf.gan_beta_2, r1_gamma=conf.gan_r1_gamma, r1_every=conf.gan_r1_every,
         mbstd_group=conf.gan_mbstd_group, g_upsample=conf.gan_g_upsample, ema_decay=conf.gan_ema_decay,
         ema_halflife_images=conf.gan_ema_halflife_images, augment=conf.gan_augment,
         augment_policy=conf.gan_augment_policy,
