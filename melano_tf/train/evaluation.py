@@ -1,8 +1,10 @@
-"""``--eval_every``: SWD and KID of EMA samples during training, and the best checkpoint kept.
+"""``--eval_every``: SWD, KID, precision/recall and colour W1 of EMA samples during training, and the
+best checkpoint kept.
 
 Every N steps ``eval_samples`` images from fixed latents are scored against as many real
 training images with :class:`melano_tf.metrics.online.OnlineEvaluator` (lower is better);
-scores go to TensorBoard (``eval/swd``, ``eval/kid``, ``eval/swd_floor``) and to
+scores go to TensorBoard (``eval/swd``, ``eval/kid``, ``eval/swd_floor``, ``eval/precision``,
+``eval/recall``, ``eval/color_w1``, ``eval/color_w1_floor``) and to
 ``RUN/eval.jsonl``; when ``--best_metric`` improves, the model is checkpointed into
 ``RUN/best_checkpoint/`` (one kept) and ``RUN/best.json`` names the step.
 """
