@@ -97,15 +97,8 @@ def train(name: str, flagfile: str, extra: list[str], seed: int) -> tuple[str, f
 # ------------------------------------------------------------------------------------------ scoring
 
 def load_labelled(cache_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from melano_tf import viz
-    from melano_tf.data import pipeline
-    ds = pipeline.make_dataset(cache_dir, split, 64, shuffle=False, repeat=False, augment=False,
-                               drop_remainder=False)
-    xs, ys = [], []
-    for x, y in ds:
-        xs.append(viz.to_uint8(x.numpy()))
-        ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ys)
+    from melano_tf.metrics.evaluate import load_split
+    return load_split(cache_dir, split, with_labels=True)
 
 
 class PhantomClassifier:

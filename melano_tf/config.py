@@ -17,6 +17,7 @@ PYRAMID_MODES = ("binomial", "bilinear")
 CONDITIONINGS = ("real", "generated")
 CROPS = ("center", "trim_black")
 UPSAMPLES = ("transpose", "resize")
+EMA_BN = ("track", "copy")
 
 #: Fields that fix the shape of the networks or the meaning of a checkpoint: a resume that
 #: changes one of them is refused.
@@ -124,7 +125,7 @@ class TrainConfig:
             ("strategy", self.strategy, STRATEGIES), ("augment", self.augment, AUGMENTS),
             ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
-            ("ema_bn", self.ema_bn, ("track", "copy")),
+            ("ema_bn", self.ema_bn, EMA_BN),
         ]
         for name, value, allowed in checks:
             if value not in allowed:

@@ -77,7 +77,7 @@ def define_train_flags() -> None:
     flags.DEFINE_float("ema_decay", d.ema_decay, "Decay of the generator EMA used for sampling.")
     flags.DEFINE_integer("ema_halflife_images", d.ema_halflife_images, "EMA half-life in images "
                          "(> 0 overrides --ema_decay: decay = 0.5 ** (batch / half-life)).")
-    flags.DEFINE_enum("ema_bn", d.ema_bn, ["track", "copy"], "BatchNorm statistics of the EMA generator: "
+    flags.DEFINE_enum("ema_bn", d.ema_bn, list(cfg.EMA_BN), "BatchNorm statistics of the EMA generator: "
                       "tracked by its own forward pass each step, or copied from the live generator "
                       "(before 2026-11; they do not match the averaged weights).")
     flags.DEFINE_float("ema_rampup", d.ema_rampup, "With --ema_halflife_images: half-life at most this "
@@ -337,6 +337,7 @@ def define_experiment_flags() -> None:
     flags.DEFINE_float("gan_beta_1", e.gan_beta_1, "GAN Adam beta_1.")
     flags.DEFINE_float("gan_beta_2", e.gan_beta_2, "GAN Adam beta_2.")
     flags.DEFINE_float("gan_r1_gamma", e.gan_r1_gamma, "GAN R1 penalty weight (as --r1_gamma).")
+    flags.DEFINE_integer("gan_r1_every", e.gan_r1_every, "GAN lazy R1 interval in steps (as --r1_every).")
     flags.DEFINE_integer("gan_mbstd_group", e.gan_mbstd_group, "GAN minibatch-stddev group (as --mbstd_group).")
     flags.DEFINE_string("gan_g_upsample", e.gan_g_upsample, "GAN generator doubling (as --g_upsample).")
     flags.DEFINE_float("gan_ema_decay", e.gan_ema_decay, "GAN EMA decay (as --ema_decay).")
@@ -378,7 +379,7 @@ def experiment_config():
         "gan_data", "gan_scheme", "gan_steps", "gan_batch_size", "gan_latent_dim", "gan_base_filters",
         "gan_min_filters", "gan_level_filters", "gan_level_blocks", "gan_num_levels", "gan_base_resolution",
         "gan_loss", "gan_g_learning_rate", "gan_d_learning_rate", "gan_beta_1", "gan_beta_2", "gan_r1_gamma",
-        "gan_mbstd_group", "gan_g_upsample", "gan_ema_decay", "gan_ema_halflife_images", "gan_augment",
+        "gan_r1_every", "gan_mbstd_group", "gan_g_upsample", "gan_ema_decay", "gan_ema_halflife_images", "gan_augment",
         "gan_augment_policy", "filter_pool", "num_bootstrap", "deterministic", "deterministic_threads")}
     conf = exp.ExperimentConfig(
         out_dir=FLAGS.model_dir, resolution=FLAGS.resolution, data_seed=FLAGS.seed, seeds=seeds,
