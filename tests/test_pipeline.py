@@ -105,6 +105,20 @@ def test_distributed_over_two_logical_cpus(cache_dir):
         pipeline.distributed_dataset(strategy, cache_dir, global_batch_size=7)
 
 
+def test_one_cpu_device_gets_the_plain_stream(cache_dir):
+    """One CPU replica: the same batches as make_dataset, without the distribution wrapper (whose
+    prefetch-to-device iterator halved training throughput on CPU, bench/step_input.py)."""
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    dist = pipeline.distributed_dataset(strategy, cache_dir, global_batch_size=4, seed=5)
+    assert isinstance(dist, tf.data.Dataset)
+    plain = pipeline.make_dataset(cache_dir, global_batch_size=4, seed=5)
+    for (a, la), (b, lb) in zip(_take(dist, 3), _take(plain, 3)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(la, lb)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert not isinstance(pipeline.distributed_dataset(mirrored, cache_dir, global_batch_size=4), tf.data.Dataset)
+
+
 def test_sharding_between_input_pipelines(cache_dir):
     kw = dict(batch_size=1, classes=None, shuffle=False, repeat=False, augment=False,
               cache_in_memory=False, seed=0, drop_remainder=False)
