@@ -323,3 +323,51 @@ def test_bad_dicom_is_a_bad_image(tmp_path):
     with pytest.raises(BadImage) as e:
         decode.load_image(p)
     assert e.value.category in ("undecodable", "truncated")
+
+
+# Crafted headers (a few bytes of pixel data) declaring a size above MAX_PIXELS, decoded in a process whose
+# address space is capped a few hundred MB above what it holds: an allocation of the declared image
+# (675 MB at 15000 x 15000 RGB; 10.8 GB at 60000 x 60000) would fail there as a MemoryError.
+HEADER_BOMB = r"""
+import json, resource, struct, sys, zlib
+from melano_tf.data import decode
+def png(w, h):
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+def bmp(w, h):
+    return (b"BM" + struct.pack("<IHHI", 54 + 64, 0, 0, 54)
+            + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 0, 2835, 2835, 0, 0) + b"\x00" * 64)
+vm = int([ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmSize:")][0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + 400 * 2**20, resource.RLIM_INFINITY))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = {}
+for path in sys.argv[1:]:
+    w, h = map(int, path.rsplit("_", 1)[1].split(".")[0].split("x"))
+    with open(path, "wb") as f:
+        f.write((png if path.endswith(".png") else bmp)(w, h))
+    try:
+        decode.preprocess(path, 32)
+        out[path] = "decoded"
+    except decode.BadImage as e:
+        out[path] = str(e)
+out["grew_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps(out))
+"""
+
+
+def test_header_bomb_is_refused_before_allocating(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    paths = [str(tmp_path / f"bomb_{size}.{kind}") for kind in ("png", "bmp") for size in ("15000x15000", "60000x60000")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", HEADER_BOMB, *paths], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for path in paths:
+        assert out[path].startswith("too_large: ") and "declared in the header" in out[path], (path, out[path])
+    assert out["grew_mb"] < 50, out

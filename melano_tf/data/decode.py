@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 
 import numpy as np
@@ -98,10 +99,7 @@ def load_image(path_or_file, min_side: int | None = None) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path_or_file) as im:
                 w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise BadImage(f"too_large: {w}x{h} pixels > {MAX_PIXELS}")
-                if min(w, h) < MIN_SIDE:
-                    raise BadImage(f"too_small: {w}x{h}, a side < {MIN_SIDE} px")
+                _check_size(w, h)  # from the header (Image.open decodes nothing): before any allocation
                 if min_side and im.format == "JPEG" and getattr(im, "n_frames", 1) == 1:
                     im.draft(None, (min_side, min_side))
                 im.load()
@@ -117,7 +115,10 @@ def load_image(path_or_file, min_side: int | None = None) -> np.ndarray:
             return _load_tiff_fallback(path_or_file)
         raise BadImage("not_an_image: unknown or unsupported image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImage(f"too_large: {e}") from None
+        # Pillow's own guard, raised by Image.open from the header alone: nothing was decoded
+        declared = re.search(r"\((\d+) pixels\)", str(e))
+        raise BadImage(f"too_large: {declared.group(1) if declared else 'more'} pixels declared in the header "
+                       f"> {MAX_PIXELS} (not decoded)") from None
     except FileNotFoundError:
         raise BadImage(f"missing: {path_or_file} does not exist") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
@@ -156,7 +157,7 @@ def have_pydicom() -> bool:
 
 def _check_size(w: int, h: int) -> None:
     if w * h > MAX_PIXELS:
-        raise BadImage(f"too_large: {w}x{h} pixels > {MAX_PIXELS}")
+        raise BadImage(f"too_large: {w}x{h} pixels declared in the header > {MAX_PIXELS} (not decoded)")
     if min(w, h) < MIN_SIDE:
         raise BadImage(f"too_small: {w}x{h}, a side < {MIN_SIDE} px")
 
