@@ -151,3 +151,12 @@ def test_saved_model_without_sample_is_refused(tmp_path):
     with pytest.raises(UserError, match="no 'sample' signature"):
         D.load_synthetic(str(tmp_path / "other"), 2, 8)
     assert not os.path.exists(tmp_path / "missing")
+
+
+def test_synthetic_folder_reads_every_format_the_data_layer_reads(tmp_path):
+    for i, fmt in enumerate(("PNG", "JPEG", "BMP", "TIFF", "WEBP")):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:06d}.{fmt.lower()}", format=fmt)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [os.path.splitext(p)[1] for p in D.list_images(str(tmp_path))] == [".png", ".jpeg", ".bmp", ".tiff",
+                                                                              ".webp"]
+    assert D.load_synthetic(str(tmp_path), None, 8).shape == (5, 8, 8, 3)

@@ -20,7 +20,7 @@ training count of class k, P the melanoma class and M = max_{k != P} n_k the lar
   (S up to M - n_P; see ``melano_tf.classify.experiment``), a shortfall filled by real oversampling.
 
 Generated melanoma come from a generator SavedModel (its ``sample(seed, count[, label])``
-signature, see ``melano_tf.train.export``) or from a folder of PNG/JPEG images such as
+signature, see ``melano_tf.train.export``) or from a folder of images (PNG, JPEG, BMP, TIFF, WebP) such as
 ``bin/synthesize`` writes.
 """
 
@@ -31,12 +31,12 @@ import os
 
 import numpy as np
 
+from melano_tf.data.decode import IMAGE_EXTENSIONS  # the data layer's one list (JPEG, PNG, BMP, TIFF, WebP)
 from melano_tf.errors import UserError
 
 MELANOMA = "melanoma"
 BINARY_CLASSES = ("non_melanoma", "melanoma")
 THREE_CLASSES = ("nevus", "melanoma", "seborrheic_keratosis")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 #: Images drawn per call of a generator's ``sample`` signature.
 SAMPLE_CHUNK = 64
 
@@ -230,7 +230,7 @@ def load_folder(folder: str, count: int | None, resolution: int) -> np.ndarray:
     from melano_tf.data import decode
     paths = folder_melanoma(folder)
     if not paths:
-        raise UserError(f"--synthetic={folder}: no PNG/JPEG images in the folder")
+        raise UserError(f"--synthetic={folder}: no images in the folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
     if count is not None:
         if count > len(paths):
             raise UserError(f"--num_synthetic={count}: {folder} holds only {len(paths)} melanoma images")
