@@ -42,6 +42,7 @@ class DataConfig:
     seed: int = 0
     num_phantoms: int = 2000
     cache_in_memory: bool = True
+    follow_external_symlinks: bool = False  # read files reached through symlinks that leave data_dir
 
     def validate(self) -> None:
         if not (is_power_of_two(self.resolution) and 32 <= self.resolution <= 1024):

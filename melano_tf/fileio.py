@@ -7,24 +7,70 @@ SavedModel) is written to ``PATH.tmp-PID`` and swapped in with two renames, and
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 
+#: errno values of a write the user fixes by freeing space or choosing another folder.
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
-def write_text_atomic(path: str, text: str, newline: str | None = None) -> str:
-    """Write ``text`` to ``path`` atomically (the temporary file is removed on failure)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix="." + os.path.basename(path), suffix=".tmp")
+
+def write_failure(error: BaseException) -> str | None:
+    """The reason (e.g. "No space left on device") when ``error`` is a full disk, an exceeded quota or
+    file-size limit, or a read-only file system; None for any other error. TensorFlow's file errors
+    (``tf.errors.OpError``) carry no errno, only its text, so they are recognised by that."""
+    if isinstance(error, OSError) and error.errno in WRITE_FAILURES:
+        return os.strerror(error.errno)
+    if type(error).__module__.startswith("tensorflow"):
+        text = str(error)
+        for code in WRITE_FAILURES:
+            if os.strerror(code) in text:
+                return os.strerror(code)
+    return None
+
+
+def write_failure_message(folder: str, what: str, reason: str, after: str = "run the same command again") -> str:
+    return (f"{folder}: cannot write {what} ({reason}); free some space there (or choose another folder) "
+            f"and {after}")
+
+
+@contextlib.contextmanager
+def writing(folder: str, what: str, after: str = "run the same command again"):
+    """Turn a full disk (see :func:`write_failure`) inside the block into one line (UserError, exit 2)
+    naming ``folder`` and ``what`` was being written there."""
+    from melano_tf.errors import UserError
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as f:
-            f.write(text)
+        yield
+    except Exception as e:  # noqa: BLE001 - only write failures are converted, the rest re-raised
+        reason = write_failure(e)
+        if reason is None:
+            raise
+        raise UserError(write_failure_message(folder, what, reason, after)) from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ".tmp"):
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` when the block ends, and is
+    removed if the block fails (``path`` then keeps its old content)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix="." + os.path.basename(path), suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_text_atomic(path: str, text: str, newline: str | None = None) -> str:
+    """Write ``text`` to ``path`` atomically (the temporary file is removed on failure)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as f:
+        f.write(text)
     return path
 
 

@@ -38,6 +38,8 @@ def define_data_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of splits, shuffling, noise and initialisation.")
     flags.DEFINE_integer("num_phantoms", 2000, "Phantom images generated when --data_dir is not given.")
     flags.DEFINE_boolean("cache_in_memory", True, "Keep the decoded training set in memory.")
+    flags.DEFINE_boolean("follow_external_symlinks", False, "Also read files reached through symlinks that "
+                         "leave --data_dir (by default they are skipped and listed in the cache's report).")
 
 
 @_once
@@ -102,7 +104,7 @@ def data_config() -> cfg.DataConfig:
     return cfg.DataConfig(
         data_dir=FLAGS.data_dir or None, data_format=FLAGS.data_format, resolution=FLAGS.resolution,
         crop=FLAGS.crop, classes=tuple(FLAGS.classes), seed=FLAGS.seed, num_phantoms=FLAGS.num_phantoms,
-        cache_in_memory=FLAGS.cache_in_memory)
+        cache_in_memory=FLAGS.cache_in_memory, follow_external_symlinks=FLAGS.follow_external_symlinks)
 
 
 def _floats(name: str) -> tuple[float, ...]:

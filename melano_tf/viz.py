@@ -8,6 +8,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from melano_tf import fileio
+
 
 def to_uint8(images) -> np.ndarray:
     """[-1, 1] float images -> uint8 (round half away from zero, clipped)."""
@@ -30,9 +32,8 @@ def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarra
 def save_png(path: str, image: np.ndarray) -> None:
     """Write atomically: a reader never sees half a PNG."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def level_grid(levels: list[np.ndarray], cols: int | None = None) -> np.ndarray:
@@ -50,8 +51,9 @@ def save_figure(fig, path: str, dpi: int = 90) -> str:
     import matplotlib.pyplot as plt
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with fileio.atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
     return path

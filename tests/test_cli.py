@@ -181,3 +181,26 @@ def test_prepare_data_reads_bmp_class_folders(tmp_path):
         for k, v in split.items():
             diag[k] = diag.get(k, 0) + v
     assert diag == {"MEL": 3, "Melanoma": 3, "nv": 3}
+
+
+def test_prepare_data_follows_external_symlinks_only_when_asked(tmp_path):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    os.makedirs(tmp_path / "outside")
+    for folder in ("melanoma", "nevus"):
+        os.makedirs(tmp_path / "src" / folder)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / "src" / folder / f"{folder}_{i}.png")
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "outside" / "x.png")
+    os.symlink(tmp_path / "outside" / "x.png", tmp_path / "src" / "nevus" / "link.png")
+    for follow, expected in ((False, 6), (True, 7)):
+        out = tmp_path / f"c{int(follow)}"
+        proc = run_bin("prepare_data", f"--data_dir={tmp_path / 'src'}", "--resolution=32", f"--out={out}",
+                       *(["--follow_external_symlinks"] if follow else []))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(out / "manifest.json") as f:
+            assert sum(json.load(f)["counts"].values()) == expected, follow
+        report = (out / "report.csv").read_text()
+        assert ("outside_data_dir" in report and "link.png" in report) != follow, report

@@ -29,13 +29,12 @@ def _parse(argv: list[str]) -> list[str]:
     return rest
 
 
-def run(main, define) -> None:
-    """Define flags with ``define()``, parse them, run ``main()``; UserError -> one line, exit 2."""
-    define()
+def guarded(main):
+    """``main`` with UserError -> one line, exit 2; also a full disk (or read-only file system, quota)
+    that no library code named more precisely, so that no write of any binary ends in a traceback."""
 
-    def guarded(argv):
-        del argv
-        logging.set_verbosity(logging.WARNING)
+    def call():
+        from melano_tf import fileio
         try:
             return main()
         except UserError as e:
@@ -44,5 +43,24 @@ def run(main, define) -> None:
             if e.name and e.name.split(".")[0] == "tensorflow":
                 _fail("TensorFlow is not installed: pip install 'melano_tf[cpu]' (or '[gpu]' on NVIDIA machines)")
             raise
+        except Exception as e:  # noqa: BLE001 - only write failures become one line, the rest re-raised
+            reason = fileio.write_failure(e)
+            if reason is None:
+                raise
+            filename = getattr(e, "filename", None)
+            where = os.path.dirname(os.path.abspath(filename)) if filename else "an output folder"
+            _fail(fileio.write_failure_message(where, "a file", reason))
 
-    app.run(guarded, flags_parser=_parse)
+    return call
+
+
+def run(main, define) -> None:
+    """Define flags with ``define()``, parse them, run ``main()``; UserError -> one line, exit 2."""
+    define()
+
+    def flags_parsed(argv):
+        del argv
+        logging.set_verbosity(logging.WARNING)
+        return guarded(main)()
+
+    app.run(flags_parsed, flags_parser=_parse)

@@ -28,8 +28,9 @@ def main() -> None:
     if FLAGS.source == "phantom":
         from melano_tf.data import phantom
         conf.validate()
-        phantom.write_isic_layout(FLAGS.out, num_images=FLAGS.num_images,
-                                  resolution=conf.resolution, seed=conf.seed)
+        with fileio.writing(FLAGS.out, "the phantom images"):
+            phantom.write_isic_layout(FLAGS.out, num_images=FLAGS.num_images,
+                                      resolution=conf.resolution, seed=conf.seed)
         print(f"phantoms: {FLAGS.out} (ISIC 2017 layout); cache: {os.path.join(FLAGS.out, 'cache')}")
         data_dir, cache_dir = FLAGS.out, os.path.join(FLAGS.out, "cache")
     else:
@@ -38,7 +39,8 @@ def main() -> None:
         conf.validate()
         data_dir, cache_dir = conf.data_dir, FLAGS.out
     from melano_tf.data import cache, readers
-    source = readers.read_source(data_dir, conf.data_format, classes=list(conf.classes) or None)
+    source = readers.read_source(data_dir, conf.data_format, classes=list(conf.classes) or None,
+                                 follow_outside_links=conf.follow_external_symlinks)
     cache.prepare(source, cache_dir, resolution=conf.resolution, crop=conf.crop, seed=conf.seed)
 
 

@@ -48,11 +48,20 @@ def _prepare_out(out: str) -> None:
 def synthesize(model_dir=None, saved_model=None, num_images: int = 64, out: str = "synthetic",
                cls=None, seed: int = 0, batch_size: int = 32, progress: bool = True) -> str:
     """Write the images and the manifest; returns the manifest path."""
-    from melano_tf import viz
     from melano_tf.metrics import sampling
     gen = sampling.load_generator(model_dir, saved_model)
     label = gen.label_of(cls)
     labels = sampling.plan_labels(num_images, label, sampling.training_proportions(gen), gen.conditional)
+    with fileio.writing(out, "the synthetic images"):  # a full disk: one line, no half-written PNG
+        path, resolution = _write(gen, out, num_images, labels, cls, seed, batch_size, progress)
+    print(f"synthesized {num_images} images at {resolution} px from {gen.name} -> {out} "
+          f"(seed {seed}, batch size {batch_size})")
+    return path
+
+
+def _write(gen, out, num_images, labels, cls, seed, batch_size, progress) -> tuple[str, int]:
+    from melano_tf import viz
+    from melano_tf.metrics import sampling
     _prepare_out(out)
     entries, i = [], 0
     for images, labs, s in sampling.generate(gen, num_images, seed, batch_size, labels, progress):
@@ -68,10 +77,7 @@ def synthesize(model_dir=None, saved_model=None, num_images: int = 64, out: str 
                 "batch_size": batch_size, "num_images": num_images, "class": cls or None,
                 "conditional": gen.conditional, "class_names": list(gen.class_names),
                 "resolution": int(images.shape[1]), "images": entries}
-    path = fileio.write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=1)
-    print(f"synthesized {num_images} images at {manifest['resolution']} px from {gen.name} -> {out} "
-          f"(seed {seed}, batch size {batch_size})")
-    return path
+    return fileio.write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=1), manifest["resolution"]
 
 
 def main():

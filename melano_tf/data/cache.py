@@ -289,21 +289,23 @@ def prepare(source, cache_dir: str, resolution: int, crop: str = "center", seed:
     workers = max(1, min(int(workers), len(jobs)))
 
     parent = os.path.dirname(cache_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(cache_dir)}.tmp-", dir=parent)
-    try:
-        manifest, summary = _build(source, tmp, cache_dir, plan, jobs, shard_counts, workers,
-                                   progress, params, content_hash)
-        if os.path.lexists(cache_dir):
-            old = tmp + ".old"
-            os.rename(cache_dir, old)
-            os.rename(tmp, cache_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, cache_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # A full disk: one line naming the folder; the half-built cache is removed, an earlier one kept.
+    with fileio.writing(cache_dir, "the cache"):
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(cache_dir)}.tmp-", dir=parent)
+        try:
+            manifest, summary = _build(source, tmp, cache_dir, plan, jobs, shard_counts, workers,
+                                       progress, params, content_hash)
+            if os.path.lexists(cache_dir):
+                old = tmp + ".old"
+                os.rename(cache_dir, old)
+                os.rename(tmp, cache_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, cache_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     print(summary)
     return manifest
 

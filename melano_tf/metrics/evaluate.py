@@ -131,8 +131,16 @@ def evaluate(model_dirs: list[str], out: str, data_dir: str | None = None, num_s
              progress: bool = True) -> dict:
     """Evaluate every run in ``model_dirs``; writes ``out/metrics.json``, plots, ``report.html``.
 
-    Returns the content of metrics.json. UserError for unusable runs or data.
+    Returns the content of metrics.json. UserError for unusable runs or data, and for a full disk
+    (one line naming ``out``; metrics.json and report.html are replaced atomically, last).
     """
+    with fileio.writing(out, "the evaluation report and plots"):
+        return _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, inception_weights,
+                         stats_dir, msssim_pairs, kid_subset_size, seed, batch_size, progress)
+
+
+def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, inception_weights, stats_dir,
+              msssim_pairs, kid_subset_size, seed, batch_size, progress) -> dict:
     if not model_dirs:
         raise UserError("give at least one --model_dir=RUN")
     if num_samples < 4:

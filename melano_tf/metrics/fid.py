@@ -142,10 +142,11 @@ def cached_activations(key_parts: dict, compute, stats_dir: str | None = None) -
         except (OSError, ValueError, KeyError):
             pass  # unreadable: recompute and overwrite
     act = np.asarray(compute(), np.float32)  # stored as float32: a hit returns the same numbers
-    os.makedirs(stats_dir, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, activations=act)
-    os.replace(tmp, path)
-    with open(os.path.join(stats_dir, f"{key}.json"), "w", encoding="utf-8") as f:
-        json.dump({**key_parts, "shape": list(act.shape), "written": time.time()}, f, indent=1)
+    from melano_tf import fileio
+    with fileio.writing(stats_dir, "the cached real-image statistics (--stats_dir)"):
+        os.makedirs(stats_dir, exist_ok=True)
+        with fileio.atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, activations=act)
+        fileio.write_json_atomic(os.path.join(stats_dir, f"{key}.json"),
+                                 {**key_parts, "shape": list(act.shape), "written": time.time()}, indent=1)
     return act.astype(np.float64), False

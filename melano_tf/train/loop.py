@@ -46,9 +46,11 @@ def prepare_training_data(config: cfg.TrainConfig, worker_suffix: str = "") -> t
     if data_dir is None:
         data_dir = os.path.join(config.model_dir, "phantoms" + worker_suffix)
         _say(f"no --data_dir: training on {d.num_phantoms} phantom images in {data_dir}")
-        phantom.write_isic_layout(data_dir, num_images=d.num_phantoms, resolution=d.resolution, seed=d.seed,
-                                  progress=False)
-    source = readers.read_source(data_dir, d.data_format, classes=list(d.classes) or None)
+        with fileio.writing(data_dir, "the phantom images"):
+            phantom.write_isic_layout(data_dir, num_images=d.num_phantoms, resolution=d.resolution, seed=d.seed,
+                                      progress=False)
+    source = readers.read_source(data_dir, d.data_format, classes=list(d.classes) or None,
+                                 follow_outside_links=d.follow_external_symlinks)
     manifest = cache.prepare(source, os.path.join(config.model_dir, "cache" + worker_suffix),
                              resolution=d.resolution, crop=d.crop, seed=d.seed)
     return manifest.cache_dir, tuple(manifest.class_names)
@@ -103,6 +105,9 @@ def _finite_weights(gan) -> bool:
     variables = [v for m in models for v in m.weights] + gan.g_optimizer.variables + gan.d_optimizer.variables
     return all(bool(np.isfinite(np.asarray(v)).all()) for v in variables)
 
+
+#: What a full disk's one line (fileio.writing) says to do after freeing space.
+RESUME = "run the same command to resume from the last checkpoint"
 
 #: mixed_float16: a non-finite loss skips the step (loss scaling); this many in a row is divergence.
 MAX_NONFINITE_STREAK = 25
@@ -183,9 +188,10 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
         gan.d_optimizer.learning_rate = config.d_learning_rate
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=1 if not chief else config.keep_checkpoints)
     if chief:
-        fileio.write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json())
-        if flags_text is not None:
-            fileio.write_text_atomic(os.path.join(config.model_dir, "flags.txt"), flags_text)
+        with fileio.writing(config.model_dir, "the run configuration"):
+            fileio.write_text_atomic(os.path.join(config.model_dir, "config.json"), config.to_json())
+            if flags_text is not None:
+                fileio.write_text_atomic(os.path.join(config.model_dir, "flags.txt"), flags_text)
 
     from melano_tf.data import pipeline
     start = int(gan.step.numpy())
@@ -193,7 +199,9 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
         strategy, cache_dir, config.batch_size, split="train", seed=config.seed + start,
         cache_in_memory=config.data.cache_in_memory)
     step_fn = make_step_fn(gan, strategy)
-    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "logs")) if chief else None
+    logs = os.path.join(config.model_dir, "logs")
+    with fileio.writing(logs, "TensorBoard summaries", RESUME):
+        writer = tf.summary.create_file_writer(logs) if chief else None
     _say(f"{config.scheme}: {config.data.resolution} px, {strategy.num_replicas_in_sync} replica(s) x "
          f"{per_replica} images, precision {policy}, {gan.level_resolutions} px levels, "
          f"steps {start}->{config.train_steps}")
@@ -235,13 +243,15 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
                 last = {"images_per_second": ips}
                 t_log, n_log = time.time(), 0
             if writer is not None and (step % config.summary_every == 0 or step == config.train_steps):
-                _write_scalars(writer, gan, step, {k: v / count for k, v in sums.items()},
-                               (last or {}).get("images_per_second"))
+                with fileio.writing(logs, "TensorBoard summaries", RESUME):
+                    _write_scalars(writer, gan, step, {k: v / count for k, v in sums.items()},
+                                   (last or {}).get("images_per_second"))
                 sums, count = {}, 0
             if chief and (step % config.sample_every == 0 or step == config.train_steps):
                 _write_samples(gan, writer, step, fixed_z, fixed_labels, config.model_dir)
             if evaluator is not None and (step % config.eval_every == 0 or step == config.train_steps):
-                scores = evaluator(step, writer)
+                with fileio.writing(config.model_dir, "the evaluation history", RESUME):
+                    scores = evaluator(step, writer)
                 _say(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items())))
             if step % config.checkpoint_every == 0 or step == config.train_steps or stop.signum:
                 _save(gan, manager, step, chief)
@@ -254,7 +264,8 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     if chief:
         # TensorBoard got this step's grids in the loop; the final PNG is the same grid under a stable name
         grid_path = _write_samples(gan, None, step, fixed_z, fixed_labels, config.model_dir, final=True)
-        path = export.export_generator(gan, os.path.join(config.model_dir, "saved_model"))
+        with fileio.writing(os.path.join(config.model_dir, "saved_model"), "the SavedModel export", RESUME):
+            path = export.export_generator(gan, os.path.join(config.model_dir, "saved_model"))
         _say(f"done: step {step}; samples {grid_path}; SavedModel {path}")
         result.update(samples=grid_path, saved_model=path)
     return result
@@ -300,12 +311,14 @@ def _write_samples(gan, writer, step, z, labels, model_dir, final=False) -> str:
     levels = [viz.to_uint8(x.numpy()) for x in gan.sample(z, labels, all_levels=True)]
     name = "final.png" if final else f"step_{step:07d}.png"
     path = os.path.join(model_dir, "samples", name)
-    viz.save_png(path, viz.grid(levels[-1]))
-    if len(levels) > 1:
-        viz.save_png(os.path.join(model_dir, "samples", "levels_" + name), viz.level_grid(levels))
+    with fileio.writing(os.path.dirname(path), "the sample grids", RESUME):
+        viz.save_png(path, viz.grid(levels[-1]))
+        if len(levels) > 1:
+            viz.save_png(os.path.join(model_dir, "samples", "levels_" + name), viz.level_grid(levels))
     if writer is not None:
-        with writer.as_default(step=step):
+        with fileio.writing(os.path.join(model_dir, "logs"), "TensorBoard summaries", RESUME), \
+                writer.as_default(step=step):
             for k, lv in enumerate(levels):
                 tf.summary.image(f"samples/level_{k}", viz.grid(lv)[None], max_outputs=1)
-        writer.flush()
+            writer.flush()
     return path
