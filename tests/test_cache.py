@@ -61,9 +61,13 @@ def test_prepare_writes_manifest_shards_report(data, tmp_path, capsys):
     assert sum(d["counts"].values()) == 10 == m.total
     assert sum(sum(v.values()) for v in d["class_counts"].values()) == 10
     assert len(d["content_hash"]) == 64 and d["version"] == cache.VERSION
-    train_files = sorted(p.name for p in c.glob("train-*.tfrecord"))
-    assert train_files == [s["file"] for s in d["shards"]["train"]]
-    assert train_files[-1].endswith("-of-00002.tfrecord") or len(train_files) == 1
+    for split, n in d["counts"].items():  # num_shards=2 per split, fewer only for a split of < 2 images
+        k = min(2, max(n, 1))
+        files = sorted(p.name for p in c.glob(f"{split}-*.tfrecord"))
+        assert files == [s["file"] for s in d["shards"][split]] == [
+            f"{split}-{i:05d}-of-{k:05d}.tfrecord" for i in range(k)]
+        assert sum(s["count"] for s in d["shards"][split]) == n
+    assert d["counts"]["train"] >= 2     # seed 0 puts most of the 10 images in train: two shards there
     examples = _read_examples([str(p) for s in ("train", "validation", "test") for p in m.files(s)])
     assert sorted(e[0] for e in examples) == [f"img{i:02d}" for i in range(10)]
     for image_id, label, img in examples:

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from melano_tf.classify import experiment as exp
 from melano_tf.classify.config import ClassifierConfig
@@ -137,10 +138,25 @@ def test_three_classes(experiment, tmp_path):
     assert len(set(m["train_counts"]["real"].values())) == 1      # oversampled to the largest class
 
 
-def test_train_id_lands_in_train_split():
-    from melano_tf.data.splits import split_of
-    ids = [exp._train_id(f"ISIC_{i:07d}", 5) for i in range(50)]
-    assert all(split_of(i, 5) == "train" for i in ids) and any("~" in i for i in ids)
+def test_gan_data_lands_in_the_train_split_of_its_cache(tmp_path):
+    """write_gan_data renames ids so that the cache (same data seed) puts every image in train."""
+    from melano_tf.data import cache, readers
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    classes = ["melanoma", "nevus", "seborrheic_keratosis", "other"] * 10
+    ids = [f"ISIC_{i:07d}" for i in range(40)]
+    out = exp.write_gan_data(str(tmp_path / "gan_data"), images, ids, seed=5, classes=classes)
+    m = cache.prepare(readers.read_source(out), str(tmp_path / "cache"), resolution=16, seed=5, workers=1,
+                      progress=False)
+    assert m.counts == {"train": 30, "validation": 0, "test": 0}      # the "other" images are left out
+    assert m.class_counts["train"] == {"melanoma": 10, "nevus": 10, "seborrheic_keratosis": 10}
+    written = sorted(os.listdir(os.path.join(out, phantom.IMAGES_DIR)))
+    renamed = [f for f in written if "~" in f]
+    assert renamed and len(renamed) < len(written)                    # most ids kept, some renamed
+    for f in written:                                                # each image under its own (new) id
+        i = int(f.split("~")[0].split(".")[0][5:])
+        with Image.open(os.path.join(out, phantom.IMAGES_DIR, f)) as im:
+            assert np.array_equal(np.asarray(im), images[i])
 
 
 def test_mean_std_and_table():

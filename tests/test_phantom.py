@@ -1,5 +1,6 @@
 """Phantoms: determinism, resolution independence, class statistics, ISIC 2017 layout."""
 
+import collections
 import csv
 import json
 import os
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melano_tf.data import phantom
+from melano_tf.data import phantom, readers
 from melano_tf.data.records import CLASSES
 from melano_tf.errors import UserError
 
@@ -33,10 +34,21 @@ def _lesion_mask(img):
     return g < np.median(ring) - 15
 
 
-def test_labels_index_canonical_classes():
-    assert phantom.CLASS_NAMES == ("nevus", "melanoma", "seborrheic_keratosis")
-    assert tuple(CLASSES[:3]) == phantom.CLASS_NAMES
-    assert phantom.ISIC2017_MIX == {"melanoma": 374, "seborrheic_keratosis": 254, "nevus": 1372}
+def test_labels_read_back_as_the_class_they_were_drawn_as(tmp_path):
+    """A phantom label is an index into the readers' canonical CLASSES: a set written per class reads
+    back with the same counts per class name, and each file is the render of its CSV label."""
+    counts = {"nevus": 1, "melanoma": 2, "seborrheic_keratosis": 3}
+    out = phantom.write_isic_layout(str(tmp_path), resolution=32, seed=3, class_counts=counts, progress=False,
+                                    workers=1)
+    src = readers.read_source(out)
+    assert src.format == "isic2017"
+    assert collections.Counter(CLASSES[r.label] for r in src.records) == counts
+    for r in src.records:
+        with Image.open(r.path) as im:
+            disk = np.asarray(im.convert("RGB"), np.float32)
+        seed = phantom.image_seed(3, int(r.image_id[5:]))
+        errors = [np.abs(disk - phantom.render(seed, lab, 32)).mean() for lab in range(3)]
+        assert int(np.argmin(errors)) == r.label and errors[r.label] < 3
 
 
 def test_deterministic_by_seed():
@@ -138,8 +150,8 @@ def test_mean_colour_alone_does_not_separate_classes(plain_set):
 
 
 def test_default_class_counts():
-    assert phantom.default_class_counts(2000) == {"nevus": 1372, "melanoma": 374, "seborrheic_keratosis": 254}
     total = sum(phantom.ISIC2017_MIX.values())
+    assert phantom.default_class_counts(total) == phantom.ISIC2017_MIX   # the mix itself, exactly
     for n in list(range(1, 40)) + [999, 2001, 4000]:
         counts = phantom.default_class_counts(n)
         assert sum(counts.values()) == n
@@ -155,7 +167,9 @@ def test_plan_is_deterministic_and_shuffled():
     assert labels != sorted(labels)
     assert labels != [r[2] for r in phantom.plan(200, seed=5)]
     assert len({r[1] for r in p}) == 200
-    assert p[3][1] == phantom.image_seed(4, 3) != phantom.image_seed(5, 3)
+    # an image's render seed depends on the master seed and its index only, not on the set's size
+    assert [r[1] for r in phantom.plan(20, seed=4)] == [r[1] for r in p[:20]]
+    assert not {r[1] for r in p} & {r[1] for r in phantom.plan(200, seed=5)}
     counts = phantom.plan(10, class_counts={"melanoma": 6, "nevus": 4})
     assert sorted(r[2] for r in counts) == [0] * 4 + [1] * 6
     with pytest.raises(UserError):
@@ -176,20 +190,18 @@ def test_write_isic_layout(tmp_path):
     body = rows[1:]
     assert len(body) == 12 and all(len(r) == 3 for r in body)
     assert all(r[1] in ("0.0", "1.0") and r[2] in ("0.0", "1.0") and r[1:] != ["1.0", "1.0"] for r in body)
-    expect = phantom.default_class_counts(12)
-    assert sum(r[1] == "1.0" for r in body) == expect["melanoma"]
-    assert sum(r[2] == "1.0" for r in body) == expect["seborrheic_keratosis"]
+    # the ISIC 2017 mix (374 melanoma, 254 seborrheic keratosis of 2000) scaled to 12 images
+    assert abs(sum(r[1] == "1.0" for r in body) - 12 * 374 / 2000) < 1
+    assert abs(sum(r[2] == "1.0" for r in body) - 12 * 254 / 2000) < 1
     names = sorted(os.listdir(os.path.join(out, "ISIC-2017_Training_Data")))
     assert names == [f"ISIC_{i:07d}.jpg" for i in range(12)] == [r[0] + ".jpg" for r in body]
-    # The file of each row is the render of its seed and label.
-    plan = phantom.plan(12, seed=1)
-    for (image_id, seed, lab), row in zip(plan, body):
-        assert row[0] == image_id and (float(row[1]), float(row[2])) == (float(lab == 1), float(lab == 2))
+    # The file of each row is the render of its image seed and its CSV label.
     for i in (0, 5):
         with Image.open(os.path.join(out, "ISIC-2017_Training_Data", names[i])) as im:
             assert im.format == "JPEG" and im.size == (32, 32)
             disk = np.asarray(im.convert("RGB"), np.float32)
-        assert np.abs(disk - phantom.render(plan[i][1], plan[i][2], 32)).mean() < 3
+        lab = 1 if body[i][1] == "1.0" else 2 if body[i][2] == "1.0" else 0
+        assert np.abs(disk - phantom.render(phantom.image_seed(1, i), lab, 32)).mean() < 3
     meta = json.load(open(os.path.join(out, "phantom.json")))
     assert (meta["num_images"], meta["resolution"], meta["seed"]) == (12, 32, 1)
 

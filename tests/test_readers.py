@@ -23,6 +23,14 @@ def _write(path, text, encoding="utf-8"):
         f.write(text)
 
 
+def _read_layout(path, fmt):
+    """Detects ``fmt`` at ``path`` and reads it as that format: (source, {image_id: record})."""
+    assert readers.detect_format(str(path)) == fmt
+    src = readers.read_source(str(path))
+    assert src.format == fmt
+    return src, {r.image_id: r for r in src.records}
+
+
 @pytest.fixture
 def isic2017(tmp_path):
     d = tmp_path / "isic"
@@ -39,10 +47,8 @@ def isic2017(tmp_path):
 
 
 def test_isic2017(isic2017):
-    assert readers.detect_format(isic2017) == "isic2017"
-    src = readers.read_source(isic2017)
-    assert src.format == "isic2017" and src.class_names == CLASSES
-    by_id = {r.image_id: r for r in src.records}
+    src, by_id = _read_layout(isic2017, "isic2017")
+    assert src.class_names == CLASSES
     assert sorted(by_id) == ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002", "ISIC_0000003"]
     assert [by_id[f"ISIC_000000{i}"].label for i in range(4)] == [
         CLASSES.index("nevus"), CLASSES.index("melanoma"), CLASSES.index("seborrheic_keratosis"),
@@ -68,9 +74,7 @@ def test_ham10000_groups_by_lesion(tmp_path):
            "HAM_A,ISIC_1,mel,histo,50,male,back\nHAM_A,ISIC_3,mel,histo,50,male,back\n"
            "HAM_B,ISIC_2,nv,follow_up,30,female,face\nHAM_C,ISIC_4,bcc,histo,70,male,trunk\n"
            "HAM_D,ISIC_5,bkl,histo,60,male,trunk\n")
-    assert readers.detect_format(str(d)) == "ham10000"
-    src = readers.read_source(str(d))
-    by_id = {r.image_id: r for r in src.records}
+    src, by_id = _read_layout(d, "ham10000")
     assert by_id["ISIC_1"].group == by_id["ISIC_3"].group == "HAM_A"
     assert by_id["ISIC_2"].group == "HAM_B"
     assert by_id["ISIC_1"].label == CLASSES.index("melanoma")
@@ -90,9 +94,7 @@ def test_isic_cli(tmp_path):
            "ISIC_1,Anon,CC-BY,Benign,Benign melanocytic proliferations,Nevus,IL_1\n"
            "ISIC_2,Anon,CC-BY,Benign,Benign epidermal proliferations,Seborrheic keratosis,\n"
            "ISIC_3,Anon,CC-BY,Malignant,Malignant adnexal epithelial proliferations,Basal cell carcinoma,IL_3\n")
-    assert readers.detect_format(str(d)) == "isic_cli"
-    src = readers.read_source(str(d))
-    by_id = {r.image_id: r for r in src.records}
+    src, by_id = _read_layout(d, "isic_cli")
     assert [CLASSES[by_id[f"ISIC_{i}"].label] for i in range(4)] == [
         "melanoma", "nevus", "seborrheic_keratosis", "other"]
     assert by_id["ISIC_0"].group == by_id["ISIC_1"].group == "IL_1"
@@ -205,10 +207,8 @@ def isic2019(tmp_path):
 
 
 def test_isic2019(isic2019):
-    assert readers.detect_format(isic2019) == "isic2019"
-    src = readers.read_source(isic2019)
-    assert src.format == "isic2019" and src.class_names == CLASSES
-    by_id = {r.image_id: r for r in src.records}
+    src, by_id = _read_layout(isic2019, "isic2019")
+    assert src.class_names == CLASSES
     assert len(by_id) == 12
     want = {"MEL": "melanoma", "NV": "nevus", "BKL": "seborrheic_keratosis", "BCC": "other", "AK": "other",
             "DF": "other", "VASC": "other", "SCC": "other", "UNK": "other"}
@@ -298,9 +298,7 @@ def ph2(tmp_path):
 
 
 def test_ph2(ph2):
-    assert readers.detect_format(ph2) == "ph2"
-    src = readers.read_source(ph2)
-    by_id = {r.image_id: r for r in src.records}
+    src, by_id = _read_layout(ph2, "ph2")
     assert sorted(by_id) == ["IMD002", "IMD003", "IMD009", "IMD058", "IMD061", "IMD063"]  # masks not read
     assert {i: (CLASSES[r.label], r.diagnosis) for i, r in by_id.items()} == {
         "IMD002": ("nevus", "common nevus"), "IMD003": ("nevus", "common nevus"),

@@ -17,7 +17,7 @@ between two random halves of the real set (computed once), as ``eval/swd_floor``
 Numbers use the same definitions as ``bin/evaluate`` but fewer images, so they track progress
 within one run rather than compare with published values. Lower is better for swd, kid and
 color_w1; HIGHER is better for precision (realism) and recall (coverage: a collapsing run loses
-recall first). ``best(history, key)`` picks the step with the lowest ``key``.
+recall first).
 """
 
 from __future__ import annotations
@@ -70,8 +70,3 @@ class OnlineEvaluator:
                 "eval/precision": p_r["precision"], "eval/recall": p_r["recall"],
                 "eval/color_w1": w1, "eval/color_w1_floor": self.color_floor}
 
-
-def best(history: dict, key: str = "eval/kid") -> int | None:
-    """The step with the lowest ``key`` in ``{step: scores}`` (None when empty); for swd/kid/color_w1."""
-    scored = [(v[key], step) for step, v in history.items() if key in v and np.isfinite(v[key])]
-    return min(scored)[1] if scored else None
