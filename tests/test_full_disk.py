@@ -1,8 +1,7 @@
 """A full disk (or quota, file-size limit, read-only file system) on every write of a run: one line
 naming the folder, exit code 2, no traceback, and the files written before intact.
 
-The failing writer is patched (PIL's PNG save, TensorBoard's flush, the SavedModel write, the
-TFRecord writer, numpy's savez): it writes part of its file, as a real full disk would, then raises.
+The failing writer is patched (PIL's PNG save, TensorBoard's flush, the TFRecord writer, numpy's savez): it writes part of its file, as a real full disk would, then raises.
 Training is checked through ``bin/train_dcgan`` (a wrapper patches the writer, then runs the binary);
 the other binaries in-process through ``cli.guarded``, the same conversion ``cli.run`` applies.
 """
@@ -28,7 +27,7 @@ BIN = os.path.join(ROOT, "bin", "train_dcgan")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
 NO_SPACE = os.strerror(errno.ENOSPC)
 
-# Patches one writer, then runs the binary: FULL_DISK=png|summary|export|tfrecord.
+# Patches one writer, then runs the binary: FULL_DISK=png|summary.
 FULL_DISK = r"""
 import errno, os, runpy, sys
 kind = os.environ["FULL_DISK"]
@@ -47,14 +46,6 @@ elif kind == "summary":
     def flush(self):
         raise tf.errors.ResourceExhaustedError(None, None, "logs/events.out.tfevents; " + os.strerror(errno.ENOSPC))
     summary_ops_v2._ResourceSummaryWriter.flush = flush
-elif kind == "export":
-    import keras
-    def write_out(self, path, **kwargs):
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "saved_model.pb"), "wb") as f:
-            f.write(b"half")
-        raise no_space(os.path.join(path, "saved_model.pb"))
-    keras.export.ExportArchive.write_out = write_out
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -178,7 +169,6 @@ def _unchanged(before: dict, model_dir: str, folder: str):
 @pytest.mark.parametrize("kind,folder,what", [
     ("png", "samples", "the sample grids"),
     ("summary", "logs", "TensorBoard summaries"),
-    ("export", "saved_model", "the SavedModel export"),
 ])
 def test_training_full_disk_is_one_line_exit_2_and_keeps_earlier_files(trained, tmp_path, kind, folder, what):
     line, model_dir, before = _resume_with_full_disk(trained, tmp_path, kind)
