@@ -32,37 +32,35 @@ from melano_tf.train import loop, runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "train_dcgan")
-TINY = ["--resolution=32", "--base_filters=16", "--min_filters=8", "--level_filters=8", "--level_blocks=1",
-        "--num_levels=2", "--batch_size=4", "--precision=float32", "--augment=none", "--sample_every=1000",
-        "--log_every=1"]
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
 
-# Runs bin/train_dcgan in this process after patching TF's checkpoint merge step: the Nth merge
-# SIGKILLs the process with the shards of ckpt-N written under ckpt-N_temp/ and nothing merged or
-# indexed yet (a crash in the middle of a checkpoint write, deterministically).
-KILL_IN_WRITE = r"""
-import os, runpy, signal, sys
+# Runs bin/train_dcgan in this process after patching TF's checkpoint merge step (a test hook inside
+# the checkpoint write, so the fault lands at a known point, deterministically):
+#   FAULT=kill:  the Nth merge SIGKILLs the process with the shards of ckpt-N written under ckpt-N_temp/
+#                and nothing merged or indexed yet;
+#   FAULT=pause: the Nth merge completes (ckpt-N.index and .data on disk) and the process then waits,
+#                before TF rewrites the ``checkpoint`` index, for a SIGKILL from outside.
+FAULT_IN_WRITE = r"""
+import os, runpy, signal, sys, time
 from tensorflow.python.ops import gen_io_ops
-real, calls, kill_at = gen_io_ops.merge_v2_checkpoints, [0], int(os.environ["KILL_AT_MERGE"])
+real, calls = gen_io_ops.merge_v2_checkpoints, [0]
+fault, at = os.environ["FAULT"], int(os.environ["FAULT_AT_MERGE"])
 def merge(*args, **kwargs):
     calls[0] += 1
-    if calls[0] == kill_at:
+    if calls[0] == at and fault == "kill":
         print("FAULT: SIGKILL inside the checkpoint write", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(*args, **kwargs)
+    out = real(*args, **kwargs)
+    if calls[0] == at and fault == "pause":
+        print("FAULT: paused inside the checkpoint write, after the merge", flush=True)
+        while True:
+            time.sleep(60)
+    return out
 gen_io_ops.merge_v2_checkpoints = merge
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    from melano_tf.data import phantom
-    d = str(tmp_path_factory.mktemp("fault_phantoms"))
-    phantom.write_isic_layout(d, num_images=24, resolution=32, seed=0, progress=False, workers=1)
-    return d
 
 
 class _Run:
@@ -87,7 +85,7 @@ class _Run:
     def steps(self) -> list[int]:
         return [int(m.group(1)) for m in (re.match(r"step (\d+)/\d+ ", ln) for ln in list(self.lines)) if m]
 
-    def wait_for(self, predicate, timeout=120.0) -> bool:
+    def wait_for(self, predicate, timeout=900.0) -> bool:  # a hang guard only: the shared CPU is slow
         deadline = time.time() + timeout
         while time.time() < deadline:
             if predicate():
@@ -102,7 +100,7 @@ class _Run:
         self.proc.send_signal(signal.SIGKILL)
         return self.finish(60)
 
-    def finish(self, timeout=180) -> int:
+    def finish(self, timeout=900) -> int:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -142,13 +140,13 @@ TARGET = 40
 
 
 @pytest.fixture(scope="module")
-def killed_run(tmp_path_factory, phantom_dir):
+def killed_run(tmp_path_factory, phantom_dir, tiny_train_flags):
     """A run SIGKILLed three times (one kill inside a checkpoint write), then resumed to the end."""
     target = TARGET
     rng = random.Random(6_2026)  # seeded: the same kill points in every CI run
     model_dir = str(tmp_path_factory.mktemp("killed") / "run")
     ckpt_dir = os.path.join(model_dir, "checkpoints")
-    args = [f"--model_dir={model_dir}", f"--data_dir={phantom_dir}", *TINY, f"--train_steps={target}",
+    args = [f"--model_dir={model_dir}", f"--data_dir={phantom_dir}", *tiny_train_flags, f"--train_steps={target}",
             "--checkpoint_every=1", "--keep_checkpoints=2"]
     resumed_at, outputs = [], []
 
@@ -167,26 +165,20 @@ def killed_run(tmp_path_factory, phantom_dir):
     _check_resume(run, path, step)
     outputs.append(run.text)
 
-    # 2. SIGKILL from outside while a checkpoint is being written: after a seeded number of checkpoints,
-    #    kill as soon as a ckpt-N_temp/ shard folder appears (best effort: the write takes milliseconds).
-    run, path, step = launch()
-    assert run.wait_for(lambda: bool(run.steps())), run.text[-3000:]
-    after = max(run.steps()) + rng.randint(1, 3)
-    assert run.wait_for(lambda: any(s >= after for s in run.steps())), run.text[-3000:]
-    deadline = time.time() + 30
-    while time.time() < deadline and run.proc.poll() is None and not glob.glob(os.path.join(ckpt_dir, "*_temp")):
-        time.sleep(0.0005)  # leave the shared cores to the writer
-    mid_write = bool(glob.glob(os.path.join(ckpt_dir, "*_temp")))
-    rc = run.kill()
-    assert rc == -signal.SIGKILL or (rc == 0 and max(run.steps()) == target), run.text[-3000:]
-    print(f"external SIGKILL {'during' if mid_write else 'between'} checkpoint writes, "
-          f"after step {max(run.steps())}")
+    # 2. SIGKILL from outside at the end of a write: ckpt-N merged and complete, the index not yet rewritten.
+    pause_at = rng.randint(1, 3)
+    run, path, step = launch(wrapper=FAULT_IN_WRITE, env=dict(ENV, FAULT="pause", FAULT_AT_MERGE=str(pause_at)))
+    assert run.wait_for(lambda: "FAULT: paused inside the checkpoint write" in run.text), run.text[-3000:]
+    merged = os.path.join(ckpt_dir, f"ckpt-{step + pause_at}")
+    assert os.path.isfile(merged + ".index") and os.path.isfile(merged + ".data-00000-of-00001"), os.listdir(ckpt_dir)
+    assert _indexed(ckpt_dir)[1] == step + pause_at - 1  # the index still names the previous checkpoint
+    assert run.kill() == -signal.SIGKILL, run.text[-3000:]
     _check_resume(run, path, step)
     outputs.append(run.text)
 
     # 3. SIGKILL inside the write itself (deterministic): shards of the newest checkpoint written, not merged.
     kill_at = rng.randint(2, 4)
-    run, path, step = launch(wrapper=KILL_IN_WRITE, env=dict(ENV, KILL_AT_MERGE=str(kill_at)))
+    run, path, step = launch(wrapper=FAULT_IN_WRITE, env=dict(ENV, FAULT="kill", FAULT_AT_MERGE=str(kill_at)))
     assert run.finish() == -signal.SIGKILL, run.text[-3000:]
     assert "FAULT: SIGKILL inside the checkpoint write" in run.text, run.text[-3000:]
     _check_resume(run, path, step)
@@ -328,7 +320,7 @@ def test_write_failure_in_the_binary_is_one_line_exit_2_and_keeps_previous(kille
 
     args = [a for a in killed_run["args"] if not a.startswith("--train_steps=")] + [f"--train_steps={TARGET + 3}"]
     res = subprocess.run([sys.executable, BIN, *args], capture_output=True, text=True, cwd=ROOT, env=ENV,
-                         timeout=240, preexec_fn=limit)
+                         timeout=900, preexec_fn=limit)
     err = [ln for ln in res.stderr.splitlines() if "train_dcgan: error:" in ln or "Traceback" in ln]
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
     assert len(err) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]

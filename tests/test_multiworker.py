@@ -25,14 +25,6 @@ def _free_ports(n):
     return ports
 
 
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    from melano_tf.data import phantom
-    d = str(tmp_path_factory.mktemp("mw_phantoms"))
-    phantom.write_isic_layout(d, num_images=24, resolution=32, seed=0, progress=False, workers=1)
-    return d
-
-
 def _launch(model_dir, data_dir, steps, ports, index, log):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},

@@ -20,18 +20,7 @@ from melano_tf.train import loop, runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "train_dcgan")
-TINY = ["--resolution=32", "--base_filters=16", "--min_filters=8", "--level_filters=8", "--level_blocks=1",
-        "--num_levels=2", "--batch_size=4", "--precision=float32", "--augment=none", "--sample_every=1000",
-        "--log_every=1"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-
-
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory):
-    from melano_tf.data import phantom
-    d = str(tmp_path_factory.mktemp("numerics_phantoms"))
-    phantom.write_isic_layout(d, num_images=24, resolution=32, seed=0, progress=False, workers=1)
-    return d
 
 
 @pytest.fixture(autouse=True)
@@ -61,10 +50,11 @@ def _float_tensors(ckpt_path: str) -> dict:
 
 
 # --------------------------------------------------------------------------- divergence through the binary
-def test_divergence_exits_3_and_keeps_last_good_checkpoint_and_export(tmp_path, phantom_dir):
+def test_divergence_exits_3_and_keeps_last_good_checkpoint_and_export(tmp_path, phantom_dir, tiny_train_flags):
     model_dir = str(tmp_path / "run")
     ckpt_dir = os.path.join(model_dir, "checkpoints")
-    base = [sys.executable, BIN, f"--model_dir={model_dir}", f"--data_dir={phantom_dir}", *TINY, "--loss=wgan"]
+    base = [sys.executable, BIN, f"--model_dir={model_dir}", f"--data_dir={phantom_dir}", *tiny_train_flags,
+            "--loss=wgan"]
     good = subprocess.run(base + ["--train_steps=3"], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
     assert good.returncode == 0, good.stderr[-3000:]
     export_dir = os.path.join(model_dir, "saved_model")
