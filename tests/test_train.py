@@ -148,10 +148,14 @@ def test_tensorboard_scalars(run):
     printed = [line for line in run["stdout"].splitlines() if line.startswith("step 3/3")][0]
     assert f"d_loss {logs['train/d_loss'][-1][1]:.3f}" in printed
     # sample grids per level
-    for k in (0, 1):
+    for k, res in ((0, 16), (1, 32)):     # coarse to fine
         images = logs[f"samples/level_{k}"]
         assert [s for s, _ in images] == [3]   # written once, at the last step
-        assert images[-1][1].shape == (1,) or images[-1][1].ndim == 1   # a serialized PNG summary
+        width, height, png = images[-1][1]     # an image summary: width, height, one encoded grid
+        grid = tf.io.decode_png(png).numpy()
+        side = 4 * (res + 2) + 2               # 16 images in a 4x4 grid with 2 px padding
+        assert grid.shape == (side, side, 3) and (int(width), int(height)) == (side, side)
+        assert grid[2:2 + res, 2:2 + res].std() > 0   # a generated image, not a blank tile
 
 
 def test_saved_model_in_fresh_process(run, tmp_path):
