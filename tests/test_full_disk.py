@@ -27,7 +27,7 @@ BIN = os.path.join(ROOT, "bin", "train_dcgan")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
 NO_SPACE = os.strerror(errno.ENOSPC)
 
-# Patches one writer, then runs the binary: FULL_DISK=png|summary.
+# Patches one writer, then runs the binary: FULL_DISK=png|summary|export.
 FULL_DISK = r"""
 import errno, os, runpy, sys
 kind = os.environ["FULL_DISK"]
@@ -46,6 +46,18 @@ elif kind == "summary":
     def flush(self):
         raise tf.errors.ResourceExhaustedError(None, None, "logs/events.out.tfevents; " + os.strerror(errno.ENOSPC))
     summary_ops_v2._ResourceSummaryWriter.flush = flush
+elif kind == "export":
+    # the SavedModel writer fills the disk halfway: part of a file in the new export, then ENOSPC
+    from melano_tf import fileio
+    from melano_tf.train import export
+    def export_generator(gan, path):
+        def write(tmp):
+            os.makedirs(tmp, exist_ok=True)
+            with open(os.path.join(tmp, "saved_model.pb"), "wb") as f:
+                f.write(b"half")
+            raise no_space(os.path.join(tmp, "saved_model.pb"))
+        return fileio.replace_dir(path, write)
+    export.export_generator = export_generator
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -169,6 +181,7 @@ def _unchanged(before: dict, model_dir: str, folder: str):
 @pytest.mark.parametrize("kind,folder,what", [
     ("png", "samples", "the sample grids"),
     ("summary", "logs", "TensorBoard summaries"),
+    ("export", "saved_model", "the SavedModel export"),
 ])
 def test_training_full_disk_is_one_line_exit_2_and_keeps_earlier_files(trained, tmp_path, kind, folder, what):
     line, model_dir, before = _resume_with_full_disk(trained, tmp_path, kind)
