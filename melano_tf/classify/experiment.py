@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from melano_tf import fileio, viz
+from melano_tf import console, fileio, viz
 from melano_tf.classify import data as cdata
 from melano_tf.classify import metrics as cmetrics
 from melano_tf.classify import regimes as cregimes
@@ -150,10 +150,6 @@ class ExperimentConfig:
         return tuple(r for r in self.regimes if cregimes.get(r).needs_generator)
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
 def set_deterministic(threads: int = 2) -> None:
     """TensorFlow op determinism and fixed thread counts (inter-op 1, intra-op ``threads``).
 
@@ -170,7 +166,8 @@ def set_deterministic(threads: int = 2) -> None:
         have = (tf.config.threading.get_inter_op_parallelism_threads(),
                 tf.config.threading.get_intra_op_parallelism_threads())
         if have != (1, threads):
-            _say(f"--deterministic: TensorFlow already runs with inter/intra-op threads {have}, not (1, {threads})")
+            console.say(f"--deterministic: TensorFlow already runs with inter/intra-op threads {have}, "
+                        f"not (1, {threads})")
 
 
 def _train_id(image_id: str, seed: int) -> str:
@@ -364,7 +361,7 @@ def _prepare_data(conf: ExperimentConfig, out: str, num_classes: int):
         from melano_tf.data import phantom
         data_dir = os.path.join(out, "phantoms")
         counts = dict(conf.phantom_counts)
-        _say(f"phantoms: {counts} at {conf.resolution} px -> {data_dir}")
+        console.say(f"phantoms: {counts} at {conf.resolution} px -> {data_dir}")
         phantom.write_isic_layout(data_dir, resolution=conf.resolution, seed=conf.data_seed,
                                   class_counts=counts, progress=False)
     from melano_tf.data import cache, readers
@@ -397,7 +394,7 @@ def _train_generators(conf: ExperimentConfig, out: str, train: cdata.Split, pos:
         gconf = gan_config(conf, gan_data, gs)
         gconf.validate()
         name = f"{conf.gan_data}_seed{gs}"
-        _say(f"GAN {name} ({conf.gan_scheme}, {conf.gan_steps} steps) on {what}")
+        console.say(f"GAN {name} ({conf.gan_scheme}, {conf.gan_steps} steps) on {what}")
         t0 = time.time()
         policy = keras.mixed_precision.global_policy().name
         keras.utils.set_random_seed(gs)                  # initialisation (the loop seeds noise and data)
@@ -414,7 +411,7 @@ def _train_generators(conf: ExperimentConfig, out: str, train: cdata.Split, pos:
     return gens
 
 
-def _filter(conf, out, template, data, train, validation, test, class_names, say=_say) -> tuple:
+def _filter(conf, out, template, data, train, validation, test, class_names, say=console.say) -> tuple:
     """(model, threshold, metrics) of the filter classifier (trained once, then reused)."""
     import keras
 
@@ -467,7 +464,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
     full_train, validation, test = _prepare_data(conf, out, num_classes)
     train = cdata.make_rare(full_train, pos, conf.imbalance, conf.data_seed)
     n_pos = int((train.labels == pos).sum())
-    _say(f"training split: {train.counts(class_names)} (melanoma 1:{conf.imbalance:g} of the rest, "
+    console.say(f"training split: {train.counts(class_names)} (melanoma 1:{conf.imbalance:g} of the rest, "
          f"{int((full_train.labels == pos).sum())} before); validation: {validation.counts(class_names)}; "
          f"test: {test.counts(class_names)}")
     for name, s in (("validation", validation), ("test", test)):
@@ -503,7 +500,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
             filter_info[g] = {"candidates": int(len(p)), "accepted": int(keep.sum()),
                               "acceptance": float(keep.mean()) if len(p) else None,
                               "mean_probability": float(p.mean()) if len(p) else None}
-            _say(f"filter: {g}: {int(keep.sum())} of {len(p)} generated melanoma accepted")
+            console.say(f"filter: {g}: {int(keep.sum())} of {len(p)} generated melanoma accepted")
         filter_info["threshold"] = thr
         filter_info["filter_test_readout"] = fm["readout"]
         del fmodel
@@ -526,7 +523,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
             sections.append((f"filtered, {g}: {filter_info[g]['accepted']} of {filter_info[g]['candidates']} "
                              f"accepted (p >= {filter_info['threshold']:.2f})", filtered[g][:16]))
         grid_path = _section_figure(os.path.join(out, "images.png"), sections)
-        _say(f"real / generated / filtered melanoma: {grid_path}")
+        console.say(f"real / generated / filtered melanoma: {grid_path}")
 
     # 5. every regime x seed
     results: dict[str, list] = {r: [] for r in conf.regimes}
@@ -567,7 +564,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
             m = {k: v for k, v in m.items() if k != "train_seconds"}
             m["generator"] = gen if syn is not None else None
             results[regime].append(m)
-            _say(f"{regime:>20} seed {seed}: {ctrain.readout_line(m['readout'])}  ({note})")
+            console.say(f"{regime:>20} seed {seed}: {ctrain.readout_line(m['readout'])}  ({note})")
     if curves:
         cmetrics.roc_plot(os.path.join(out, "roc.png"), curves,
                           title=f"ROC on the real test split (seed {conf.seeds[0]})")
@@ -605,8 +602,8 @@ def run_experiment(conf: ExperimentConfig) -> dict:
     fileio.write_text_atomic(os.path.join(out, "results.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n")
     timing["total"] = round(time.time() - t_start, 1)
     fileio.write_text_atomic(os.path.join(out, "timing.json"), json.dumps(timing, indent=1) + "\n")
-    _say("\n" + text)
-    _say(f"results: {os.path.join(out, 'results.md')}; {timing['total']:.0f} s")
+    console.say("\n" + text)
+    console.say(f"results: {os.path.join(out, 'results.md')}; {timing['total']:.0f} s")
 
     if conf.export_base and gens:
         from melano_tf.classify import export as cexport
@@ -618,5 +615,5 @@ def run_experiment(conf: ExperimentConfig) -> dict:
             layout.publish(conf.export_base, template.serving_name,
                            lambda tmp: cexport.write_classifier(export_model, tmp, class_names, conf.resolution,
                                                                 {"regime": "synthetic"}))
-        _say(f"TF Serving config: {layout.write_models_config(conf.export_base)}")
+        console.say(f"TF Serving config: {layout.write_models_config(conf.export_base)}")
     return dict(summary, seconds=timing["total"], timing=timing, saved_model=gens.get(gen_names[0]) if gens else None)

@@ -1,4 +1,4 @@
-"""Classification metrics in pure numpy, melanoma as the positive class.
+"""Classification metrics in numpy (ranks from ``scipy.stats.rankdata``), melanoma as the positive class.
 
 Notation: ``y`` true labels in {0..K-1}, ``yhat = argmax_k p_k`` predicted labels, ``s`` the
 melanoma score ``p_melanoma``, P the melanoma index. With the confusion matrix
@@ -77,21 +77,6 @@ def sensitivity_specificity(c: np.ndarray, positive: int) -> tuple:
     return _ratio(tp, tp + fn), _ratio(tn, tn + fp)
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of x, ties given the mean of the ranks they span."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), np.float64)
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def roc_auc(is_positive, scores):
     """Area under the ROC curve by the Mann-Whitney statistic (see the module docstring)."""
     pos = np.asarray(is_positive, bool).ravel()
@@ -99,7 +84,8 @@ def roc_auc(is_positive, scores):
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    r_pos = _ranks(s)[pos].sum()
+    from scipy.stats import rankdata
+    r_pos = rankdata(s, method="average")[pos].sum()
     return float((r_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

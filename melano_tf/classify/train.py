@@ -26,15 +26,11 @@ import time
 
 import numpy as np
 
-from melano_tf import fileio
+from melano_tf import console, fileio
 from melano_tf.classify import data as cdata
 from melano_tf.classify import metrics as cmetrics
 from melano_tf.classify.config import ClassifierConfig
 from melano_tf.errors import UserError
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def prepare_cache(config: ClassifierConfig, cache_dir: str | None = None) -> str:
@@ -44,7 +40,7 @@ def prepare_cache(config: ClassifierConfig, cache_dir: str | None = None) -> str
     data_dir = d.data_dir
     if data_dir is None:
         data_dir = os.path.join(config.model_dir, "phantoms")
-        _say(f"no --data_dir: using {d.num_phantoms} phantom images in {data_dir}")
+        console.say(f"no --data_dir: using {d.num_phantoms} phantom images in {data_dir}")
         phantom.write_isic_layout(data_dir, num_images=d.num_phantoms, resolution=d.resolution,
                                   seed=d.seed, progress=False)
     source = readers.read_source(data_dir, d.data_format)
@@ -86,7 +82,7 @@ class _Progress:
         self.callback = CB()
 
 
-def fit(config: ClassifierConfig, ts: cdata.TrainingSet, num_classes: int, say=_say):
+def fit(config: ClassifierConfig, ts: cdata.TrainingSet, num_classes: int, say=console.say):
     """Build and train the model on ``ts``; returns the keras model."""
     import keras
 
@@ -125,7 +121,7 @@ def evaluate_model(model, validation: cdata.Split | None, test: cdata.Split, cla
 
 
 def train_and_evaluate(config: ClassifierConfig, train: cdata.Split, test: cdata.Split, class_names,
-                       synthetic_images: np.ndarray | None = None, say=_say,
+                       synthetic_images: np.ndarray | None = None, say=console.say,
                        validation: cdata.Split | None = None) -> tuple[dict, object]:
     """One run on preloaded splits; writes metrics.json and roc.png. Returns (metrics, model).
     With ``validation``, metrics["readout"] holds the fair read-out (``metrics.readout``)."""
@@ -177,7 +173,7 @@ def synthetic_for(config: ClassifierConfig, train: cdata.Split, class_names) -> 
     if not cdata.is_saved_model(path or "") and config.num_synthetic == 0 and path and os.path.isdir(path):
         available = len(cdata.folder_melanoma(path))
         if available < n:
-            _say(f"{path}: {available} images, fewer than the {n} that would balance; using all")
+            console.say(f"{path}: {available} images, fewer than the {n} that would balance; using all")
             n = available
     return cdata.load_synthetic(path, n, config.data.resolution, seed=config.synthetic_seed)
 
@@ -193,28 +189,29 @@ def run(config: ClassifierConfig, flags_text: str | None = None) -> dict:
     train, validation, test, class_names = load_splits(config, cache_dir)
     synthetic = synthetic_for(config, train, class_names)
     result, model = train_and_evaluate(config, train, test, class_names, synthetic, validation=validation)
-    _say(f"test: {summary_line(result)}")
-    _say(f"test at the validation-chosen threshold: {readout_line(result['readout'])}")
+    console.say(f"test: {summary_line(result)}")
+    console.say(f"test at the validation-chosen threshold: {readout_line(result['readout'])}")
     if config.export:
         from melano_tf.classify import export as cexport
         info = {"regime": config.regime, "backbone": config.backbone}
         path = cexport.export_classifier(model, os.path.join(config.model_dir, "saved_model"),
                                          class_names, config.data.resolution, info)
         result["saved_model"] = path
-        _say(f"SavedModel {path}")
+        console.say(f"SavedModel {path}")
         if config.export_base:
             from melano_tf.serving import layout
             version, vpath = layout.publish(
                 config.export_base, config.serving_name,
                 lambda tmp: cexport.write_classifier(model, tmp, class_names, config.data.resolution, info))
-            _say(f"published {config.serving_name} version {version}: {vpath}")
+            console.say(f"published {config.serving_name} version {version}: {vpath}")
             if config.synthetic and cdata.is_saved_model(config.synthetic):
                 gname = "lesion_generator"
                 if layout.same_as_latest(config.export_base, gname, config.synthetic):
-                    _say(f"{gname}: this generator is already the latest published version")
+                    console.say(f"{gname}: this generator is already the latest published version")
                 else:
                     gv, gpath = layout.publish_copy(config.export_base, gname, config.synthetic)
-                    _say(f"published {gname} version {gv}: {gpath}")
-            _say(f"TF Serving config: {layout.write_models_config(config.export_base)}")
-    _say(f"metrics {os.path.join(config.model_dir, 'metrics.json')}; ROC {os.path.join(config.model_dir, 'roc.png')}")
+                    console.say(f"published {gname} version {gv}: {gpath}")
+            console.say(f"TF Serving config: {layout.write_models_config(config.export_base)}")
+    console.say(f"metrics {os.path.join(config.model_dir, 'metrics.json')}; "
+                f"ROC {os.path.join(config.model_dir, 'roc.png')}")
     return result

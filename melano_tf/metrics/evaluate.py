@@ -25,16 +25,12 @@ import time
 
 import numpy as np
 
-from melano_tf import fileio, viz
+from melano_tf import console, fileio, viz
 from melano_tf.errors import UserError
 from melano_tf.metrics import features as feats
 from melano_tf.metrics import fid, histograms, memorization, msssim, precision_recall, sampling, swd
 
 GRID_IMAGES = 64
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 @dataclasses.dataclass
@@ -162,10 +158,10 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
     if res and real.resolution != resolution:
         raise UserError(f"{cache_dir}: images are {real.resolution} px, the runs {resolution} px; "
                         "give a --data_dir prepared at the runs' resolution")
-    _say(f"real: {len(real.train)} training + {len(real.heldout)} held-out images at {real.resolution} px "
+    console.say(f"real: {len(real.train)} training + {len(real.heldout)} held-out images at {real.resolution} px "
          f"from {cache_dir}")
-    ex = feats.get_extractor(features_spec, inception_weights, log=_say)
-    _say(f"features: {ex.name}" + (f" ({ex.note})" if ex.note else ""))
+    ex = feats.get_extractor(features_spec, inception_weights, log=console.say)
+    console.say(f"features: {ex.name}" + (f" ({ex.note})" if ex.note else ""))
 
     with timer("real features"):
         key = {"content_hash": real.content_hash, "extractor": ex.key, "count": len(real.train),
@@ -175,7 +171,7 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
         if len(real.heldout):
             act_held, _ = fid.cached_activations({**key, "split": "heldout", "count": len(real.heldout)},
                                                  lambda: ex(real.heldout), stats_dir)
-    _say(f"real features: {'cached' if hit else 'computed'} ({act_train.shape[1]}-d)")
+    console.say(f"real features: {'cached' if hit else 'computed'} ({act_train.shape[1]}-d)")
 
     resolutions = swd.pyramid_resolutions(real.resolution)
     with timer("real references"):
@@ -199,7 +195,7 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
 
     runs, h_fakes = {}, {}
     for name, gen in zip(names, gens):
-        _say(f"--- {name} ({gen.scheme})")
+        console.say(f"--- {name} ({gen.scheme})")
         with timer(f"{name}: sampling"):
             labels = sampling.plan_labels(num_samples, None, sampling.training_proportions(gen), gen.conditional)
             samples, _ = sampling.sample_all(gen, num_samples, seed, batch_size, labels, progress, "sampling")
@@ -240,7 +236,7 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
                       "images": {"samples": f"{name}/samples.png", "nn_pixel": f"{name}/nn_pixel.png",
                                  "nn_feature": f"{name}/nn_feature.png",
                                  "nn_distances": f"{name}/nn_distances.png"}}
-        _say(f"{name}: FID {mets['fid']:.2f}  KID {mets['kid']:.4f}  SWD {mets['swd/mean']:.1f} "
+        console.say(f"{name}: FID {mets['fid']:.2f}  KID {mets['kid']:.4f}  SWD {mets['swd/mean']:.1f} "
              f"(floor {ref['swd_floor/mean']:.1f})  MS-SSIM {mets['msssim/fake']:.3f} "
              f"(real {ref['msssim/real']:.3f})  memorised {mets['mem/pixel/frac_below_real_min']:.0%}")
         del samples
@@ -265,5 +261,5 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
     path = fileio.write_json_atomic(os.path.join(out, "metrics.json"), result, indent=1)
     from melano_tf.metrics import report
     html = report.write_report(result, out)
-    _say(f"wrote {path}, {html} ({result['seconds']['total']:.0f} s)")
+    console.say(f"wrote {path}, {html} ({result['seconds']['total']:.0f} s)")
     return result

@@ -58,8 +58,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if gpus:
             return tf.distribute.MirroredStrategy()
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        # On CPU the logical devices share the cores; the default NCCL/collective all-reduce
-        # is for GPUs (shared/TF_NOTES.md).
+        # On CPU the logical devices share the cores; the default cross-device ops pick NCCL /
+        # collective all-reduce, which is built for GPUs, so the gradients are summed on one device.
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     raise UserError(f"--strategy={name}: unknown")
 
