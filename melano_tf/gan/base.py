@@ -8,8 +8,8 @@ A scheme is a ``keras.Model`` subclass (one file each) that builds its networks 
   used for sampling and export: ``w_ema <- d * w_ema + (1 - d) * w`` (Karras et al. 2018), with
   the warm-up ``d_t = min(d, (1 + t) / (10 + t))`` so short runs sample from a sensible average.
 * ``update(optimizer, variables, loss_fn)``: one optimiser step with loss scaling and the
-  replica-correct loss average ``sum(per_example) / global_batch`` (gradients are then SUM-reduced
-  over replicas by the optimizer, see shared/TF_NOTES.md).
+  replica-correct loss average ``sum(per_example) / global_batch`` (Keras 3 optimizers SUM the
+  replicas' gradients under tf.distribute, so a per-replica mean would scale them by the replica count).
 * ``normal(shape, salt)``: noise for the *global* batch from a stateless seed ``(seed, step)`` of
   which each replica takes its own slice, so replicas get different noise and a run on N replicas
   draws exactly the noise of one device with the same global batch.
