@@ -106,7 +106,7 @@ class ExperimentConfig:
     gan_ema_decay: float = 0.99
     gan_ema_halflife_images: int = 10000
     gan_augment: str = "diffaugment"
-    gan_augment_policy: str = "color,translation,cutout"
+    gan_augment_policy: str = "translation,cutout"  # as the flagfiles: no colour op (BENCHMARKS.md, "Quality")
     filter_pool: int = 4                  # candidates drawn per wanted filtered melanoma
     num_bootstrap: int = 10000
     deterministic: bool = False
