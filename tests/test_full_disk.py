@@ -209,18 +209,18 @@ def _png_fails_after(monkeypatch, good: int):
     monkeypatch.setattr(Image.Image, "save", save)
 
 
-def test_synthesize_full_disk(trained, tmp_path, capsys, monkeypatch):
-    from PIL import Image
-
+def test_synthesize_full_disk_keeps_the_earlier_synthesis(trained, tmp_path, capsys, monkeypatch):
     from melano_tf.cli.synthesize import synthesize
     out = str(tmp_path / "synthetic")
+    synthesize(model_dir=trained["model_dir"], num_images=3, out=out, batch_size=2, progress=False)
+    before = _digest(out)
     _png_fails_after(monkeypatch, 2)
     line = _one_line_exit_2(lambda: synthesize(model_dir=trained["model_dir"], num_images=5, out=out, batch_size=2,
                                                progress=False), capsys)
     assert f"{out}: cannot write the synthetic images ({NO_SPACE})" in line, line
-    assert sorted(os.listdir(out)) == ["000000.png", "000001.png"]  # the two written, complete; no half file
-    for name in os.listdir(out):
-        Image.open(os.path.join(out, name)).load()
+    # the earlier 3 images and their manifest byte for byte; nothing of the failed run left behind
+    assert _digest(out) == before and sorted(os.listdir(out)) == ["000000.png", "000001.png", "000002.png",
+                                                                    "manifest.json"]
 
 
 def test_evaluate_full_disk_names_out_or_stats_dir_and_keeps_the_earlier_report(trained, tmp_path, capsys,

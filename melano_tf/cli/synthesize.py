@@ -13,36 +13,38 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 from melano_tf import cli, fileio
 from melano_tf import flags as mflags
 from melano_tf.errors import UserError
 
 MANIFEST = "manifest.json"
+STAGING = ".synthesize-staging"
 
 
-def _prepare_out(out: str) -> None:
-    """Refuse a folder holding other files; forget the images of an earlier synthesis there."""
+def _prepare_out(out: str) -> list[str]:
+    """Refuse a folder holding other files; the files of an earlier synthesis there (removed only
+    once the new images are all written, so a failed run leaves them intact)."""
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UserError(f"--out={out}: exists and is not a folder")
     if not os.path.isdir(out):
         os.makedirs(out)
-        return
+        return []
+    for stale in (n for n in os.listdir(out) if n.startswith(STAGING)):   # left by a killed run
+        shutil.rmtree(os.path.join(out, stale), ignore_errors=True)
     names = set(os.listdir(out))
     if not names:
-        return
+        return []
     if MANIFEST not in names:
         raise UserError(f"--out={out}: holds other files and no {MANIFEST}; give a new or empty folder")
     try:
         with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
             old = json.load(f)
-        for im in old.get("images", []):
-            p = os.path.join(out, os.path.basename(im["file"]))
-            if os.path.isfile(p):
-                os.remove(p)
+        files = [os.path.basename(im["file"]) for im in old.get("images", [])]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"--out={out}: unreadable {MANIFEST}; give a new or empty folder")
-    os.remove(os.path.join(out, MANIFEST))
+    return [n for n in files if os.path.isfile(os.path.join(out, n))] + [MANIFEST]
 
 
 def synthesize(model_dir=None, saved_model=None, num_images: int = 64, out: str = "synthetic",
@@ -60,9 +62,26 @@ def synthesize(model_dir=None, saved_model=None, num_images: int = 64, out: str 
 
 
 def _write(gen, out, num_images, labels, cls, seed, batch_size, progress) -> tuple[str, int]:
+    """Write into a staging folder inside ``out``, then swap the new set in for the earlier one."""
+    earlier = _prepare_out(out)
+    staging = os.path.join(out, f"{STAGING}-{os.getpid()}")
+    try:
+        manifest = _write_into(gen, staging, num_images, labels, cls, seed, batch_size, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name in earlier:   # the new set is complete: swap it in (renames need no space)
+        os.remove(os.path.join(out, name))
+    for name in sorted(os.listdir(staging)):
+        os.replace(os.path.join(staging, name), os.path.join(out, name))
+    os.rmdir(staging)
+    return os.path.join(out, MANIFEST), manifest["resolution"]
+
+
+def _write_into(gen, out, num_images, labels, cls, seed, batch_size, progress) -> dict:
     from melano_tf import viz
     from melano_tf.metrics import sampling
-    _prepare_out(out)
+    os.makedirs(out, exist_ok=True)
     entries, i = [], 0
     for images, labs, s in sampling.generate(gen, num_images, seed, batch_size, labels, progress):
         for k, img in enumerate(images):
@@ -77,7 +96,8 @@ def _write(gen, out, num_images, labels, cls, seed, batch_size, progress) -> tup
                 "batch_size": batch_size, "num_images": num_images, "class": cls or None,
                 "conditional": gen.conditional, "class_names": list(gen.class_names),
                 "resolution": int(images.shape[1]), "images": entries}
-    return fileio.write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=1), manifest["resolution"]
+    fileio.write_json_atomic(os.path.join(out, MANIFEST), manifest, indent=1)
+    return manifest
 
 
 def main():
