@@ -152,17 +152,18 @@ def distributed_dataset(strategy: tf.distribute.Strategy, cache_dir: str, global
         raise TypeError(f"distributed_dataset: unexpected arguments {sorted(unknown)}")
     args.update(kw)
 
+    def build(batch_size: int, num_pipelines: int = 1, pipeline_id: int = 0) -> tf.data.Dataset:
+        return _build(cache_dir, args["split"], batch_size, args["classes"], args["shuffle"], args["repeat"],
+                      args["augment"], args["cache_in_memory"], args["seed"], args["drop_remainder"],
+                      num_pipelines=num_pipelines, pipeline_id=pipeline_id)
+
     if _single_cpu_device(strategy):
         # The same stream without the distribution wrapper: on CPU its prefetch-to-device iterator
-        # halved training throughput (quick start 13 -> 26 img/s, bench/input_pipeline.py).
-        return _build(cache_dir, args["split"], global_batch_size, args["classes"], args["shuffle"],
-                      args["repeat"], args["augment"], args["cache_in_memory"], args["seed"],
-                      args["drop_remainder"])
+        # halved training throughput (quick start 13 -> 26 img/s, bench/step_input.py).
+        return build(global_batch_size)
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return _build(cache_dir, args["split"], ctx.get_per_replica_batch_size(global_batch_size),
-                      args["classes"], args["shuffle"], args["repeat"], args["augment"],
-                      args["cache_in_memory"], args["seed"], args["drop_remainder"],
-                      num_pipelines=ctx.num_input_pipelines, pipeline_id=ctx.input_pipeline_id)
+        return build(ctx.get_per_replica_batch_size(global_batch_size), ctx.num_input_pipelines,
+                     ctx.input_pipeline_id)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
