@@ -18,13 +18,15 @@ CONDITIONINGS = ("real", "generated")
 CROPS = ("center", "trim_black")
 UPSAMPLES = ("transpose", "resize")
 EMA_BN = ("track", "copy")
+LEVEL_INPUTS = ("image", "features")
+D_INITS = ("dcgan", "he")
 
 #: Fields that fix the shape of the networks or the meaning of a checkpoint: a resume that
 #: changes one of them is refused.
 STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
-    "loss", "g_upsample", "mbstd_group",
+    "loss", "g_upsample", "mbstd_group", "level_inputs",
 )
 
 
@@ -72,9 +74,11 @@ class TrainConfig:
     base_resolution: int = 0      # 0: resolution / 2**(num_levels-1)
     level_weights: tuple[float, ...] = ()   # mod: generator loss weight per level, coarse..fine
     condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
+    level_inputs: str = "image"   # mod: finer level generators see the coarse image, or also its features
     pyramid_mode: str = "binomial"
     g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper) or resize + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
+    d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
     conditional: bool = False
     num_classes: int = 0          # filled from the data when conditional
     # optimisation
@@ -126,7 +130,8 @@ class TrainConfig:
             ("strategy", self.strategy, STRATEGIES), ("augment", self.augment, AUGMENTS),
             ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
-            ("ema_bn", self.ema_bn, EMA_BN),
+            ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
+            ("d_init", self.d_init, D_INITS),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -152,6 +157,10 @@ class TrainConfig:
                 raise UserError(
                     f"--base_resolution={self.base_resolution} --num_levels={self.num_levels}: base * 2**(levels-1) "
                     f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4; use {hint}")
+            if self.level_inputs == "features" and (self.scheme != "mod" or self.condition_on != "generated"):
+                raise UserError(f"--level_inputs=features needs --scheme=mod --condition_on=generated (got "
+                                f"--scheme={self.scheme} --condition_on={self.condition_on}): only a generated "
+                                "coarse image has generator features to pass on")
             if self.level_weights and len(self.level_weights) != self.num_levels:
                 raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
         if self.eval_every < 0 or self.eval_samples < 4:

@@ -59,11 +59,19 @@ def define_train_flags() -> None:
     flags.DEFINE_list("level_weights", [], "mod: generator loss weight per level, coarse to fine.")
     flags.DEFINE_enum("condition_on", d.condition_on, list(cfg.CONDITIONINGS),
                       "mod: finer levels condition on real or generated coarse images.")
+    flags.DEFINE_enum("level_inputs", d.level_inputs, list(cfg.LEVEL_INPUTS),
+                      "mod: each finer level generator sees the upsampled coarse image (image), or also the "
+                      "coarser generator's last feature maps, with per-block noise whose strength is learned "
+                      "from zero (features; StyleGAN2's skip generator / MSG-GAN).")
     flags.DEFINE_enum("pyramid_mode", d.pyramid_mode, list(cfg.PYRAMID_MODES), "Pyramid up/down operators.")
     flags.DEFINE_enum("g_upsample", d.g_upsample, list(cfg.UPSAMPLES),
                       "Generator doubling: 4x4 stride-2 transposed conv (paper) or nearest resize + 3x3 conv.")
     flags.DEFINE_integer("mbstd_group", d.mbstd_group, "Minibatch standard deviation feature in every "
                          "discriminator over groups of this size (0: off; PGGAN uses 4).")
+    flags.DEFINE_enum("d_init", d.d_init, list(cfg.D_INITS),
+                      "Discriminator weight init: N(0, 0.02) as in DCGAN (made for a D with BatchNorm; "
+                      "without it the logits start ~1e-3 and G learns nothing for hundreds of steps) or "
+                      "He fan-in for leaky ReLU (logits start O(1)).")
     flags.DEFINE_boolean("conditional", d.conditional, "Class-conditional G and projection D.")
     flags.DEFINE_enum("loss", d.loss, list(cfg.LOSSES), "Adversarial loss.")
     flags.DEFINE_float("r1_gamma", d.r1_gamma, "R1 penalty weight (0: off).")

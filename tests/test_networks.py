@@ -108,3 +108,32 @@ def test_bad_resolution():
         networks.dcgan_generator(48)
     with pytest.raises(UserError):
         networks.lapgan_level_discriminator(2)
+
+
+@pytest.mark.parametrize("build", [
+    lambda init: networks.dcgan_discriminator(64, 128, 32, mbstd_group=4, init=init),
+    lambda init: networks.lapgan_level_discriminator(32, filters=32, init=init),
+])
+def test_he_init_gives_the_discriminator_a_signal_from_the_first_step(build):
+    """Without BatchNorm, DCGAN's N(0, 0.02) shrinks D's signal layer by layer: its logits and its
+    gradient to the image (all G learns from) start ~1e-3. He init keeps both O(1)."""
+    keras.utils.set_random_seed(0)
+    signal = {"dcgan": None, "he": None}
+    for init in signal:
+        d = build(init)
+        xs = [tf.random.stateless_uniform([16, *t.shape[1:]], [1, i], -1, 1) for i, t in enumerate(d.inputs)]
+        with tf.GradientTape() as tape:
+            tape.watch(xs[0])
+            logits = d(xs if len(xs) > 1 else xs[0])
+        grad = tape.gradient(logits, xs[0])
+        grad_norm = tf.norm(tf.reshape(grad, [16, -1]), axis=1)
+        signal[init] = (float(tf.math.reduce_std(logits)), float(tf.reduce_mean(grad_norm)))
+    (dcgan_logit, dcgan_grad), (he_logit, he_grad) = signal["dcgan"], signal["he"]
+    assert dcgan_logit < 0.02 and dcgan_grad < 0.05
+    assert he_logit > 0.1 and he_grad > 0.2
+    assert he_grad > 20 * dcgan_grad
+
+
+def test_bad_discriminator_init():
+    with pytest.raises(UserError, match="--d_init=xavier"):
+        networks.dcgan_discriminator(32, 16, 8, init="xavier")

@@ -305,3 +305,45 @@ def test_losses_one_step(scheme, loss, r1_gamma):
     else:
         assert out["g_loss"] == pytest.approx(np.log(2.0) * levels, abs=0.3)
         assert out["d_loss"] >= 2 * np.log(2.0) * levels - 0.3
+
+
+def test_mod_level_inputs_features():
+    """--level_inputs=features: the finer level builds on the coarse generator's features, its noise
+    strength starts at zero (so the untrained level adds no speckle) and is learned, sampling stays
+    deterministic and per-sample, and a conditional model passes features too."""
+    gan, strategy = build("mod", level_inputs="features", level_blocks=2)
+    fine = gan.generators[1]
+    assert [t.name for t in fine.inputs] == ["coarse_up", "features", "noise"]
+    assert int(fine.inputs[1].shape[-1]) == int(gan.generators[0].outputs[1].shape[-1])
+    strengths = [layer.strength for layer in fine.layers if isinstance(layer, keras.layers.Layer)
+                 and hasattr(layer, "strength")]
+    assert len(strengths) == 2 and all(float(tf.reduce_max(tf.abs(s))) == 0.0 for s in strengths)
+    # at zero strength the fine image does not depend on the level noise
+    z = tf.random.stateless_normal([3, gan.latent_dim], [5, 6])
+    a = gan.sample(z, ema=False, seed=(1, 2))
+    b = gan.sample(z, ema=False, seed=(3, 4))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # the fine level reads the features: zeroing them changes the residual
+    coarse_img, feats = gan.generators[0](z, training=False)
+    up = tf.image.resize(coarse_img, [32, 32])
+    noise = tf.zeros([3, 32, 32, 2])
+    r1, _ = fine([up, feats, noise], training=False)
+    r0, _ = fine([up, tf.zeros_like(feats), noise], training=False)
+    assert float(tf.reduce_max(tf.abs(r1 - r0))) > 0
+    step, it = loop.make_step_fn(gan, strategy), batches(strategy, steps=2)
+    for _ in range(2):
+        assert_finite(step(next(it)))
+    assert all(float(tf.reduce_max(tf.abs(s))) > 0 for s in strengths)   # learned away from zero
+    np.testing.assert_array_equal(gan.sample(z).numpy(), gan.sample(z).numpy())
+    a, b = gan.sample(z, ema=False, seed=(1, 2)), gan.sample(z, ema=False, seed=(3, 4))
+    assert float(tf.reduce_max(tf.abs(a - b))) > 0    # now the level noise matters
+    cond, strategy = build("mod", level_inputs="features", conditional=True, num_classes=NUM_CLASSES)
+    assert_finite(loop.make_step_fn(cond, strategy)(next(batches(strategy, steps=1))))
+
+
+@pytest.mark.parametrize("kw,flag", [({"scheme": "lapgan"}, "--scheme=lapgan"),
+                                     ({"scheme": "mod", "condition_on": "real"}, "--condition_on=real")])
+def test_level_inputs_features_needs_generated_mod(kw, flag):
+    from melano_tf.errors import UserError
+    with pytest.raises(UserError, match=flag):
+        tiny(level_inputs="features", **kw)

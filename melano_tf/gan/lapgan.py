@@ -20,9 +20,21 @@ from melano_tf.gan.registry import register
 from melano_tf.ops import pyramid
 
 
+def _image_and_features(out):
+    """A generator's output: ``image`` or ``[image, features]`` (``--level_inputs=features``)."""
+    return (out[0], out[1]) if isinstance(out, (list, tuple)) else (out, None)
+
+
 @register("lapgan")
 class LAPGAN(GAN):
-    NOISE_CHANNELS = 1
+    @property
+    def passes_features(self) -> bool:
+        return self.config.level_inputs == "features"
+
+    @property
+    def noise_channels(self) -> int:
+        """Noise maps per finer level: one input plane, or one per block when features are passed."""
+        return self.config.level_blocks if self.passes_features else 1
 
     # ----------------------------------------------------------------- networks
     @property
@@ -33,13 +45,15 @@ class LAPGAN(GAN):
     def build_generators(self):
         c = self.config
         res = self.pyramid_resolutions
+        feats = self.passes_features
         gens = [networks.dcgan_generator(res[0], c.latent_dim, c.base_filters, c.min_filters,
                                          num_classes=self.num_classes, upsample=c.g_upsample,
-                                         name="generator_level_0")]
+                                         return_features=feats, name="generator_level_0")]
         for k, r in enumerate(res[1:], 1):
+            channels = int(gens[-1].outputs[1].shape[-1]) if feats else 0
             gens.append(networks.lapgan_level_generator(
-                r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.NOISE_CHANNELS,
-                num_classes=self.num_classes, name=f"generator_level_{k}"))
+                r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.noise_channels,
+                num_classes=self.num_classes, feature_channels=channels, name=f"generator_level_{k}"))
         return gens
 
     def build_discriminators(self):
@@ -47,10 +61,10 @@ class LAPGAN(GAN):
         res = self.pyramid_resolutions
         discs = [networks.dcgan_discriminator(res[0], c.base_filters, c.min_filters,
                                               num_classes=self.num_classes, mbstd_group=c.mbstd_group,
-                                              name="discriminator_level_0")]
+                                              init=c.d_init, name="discriminator_level_0")]
         for k, r in enumerate(res[1:], 1):
             discs.append(networks.lapgan_level_discriminator(
-                r, filters=c.level_filters, num_classes=self.num_classes, mbstd_group=c.mbstd_group,
+                r, filters=c.level_filters, num_classes=self.num_classes, mbstd_group=c.mbstd_group, init=c.d_init,
                 name=f"discriminator_level_{k}"))
         return discs
 
@@ -75,19 +89,21 @@ class LAPGAN(GAN):
         """Noise maps of level ``k``: in training from the step's stateless seed ``salt + k`` (this
         replica's slice of the global batch); at sampling (``keys`` from ``latent_keys``) row i from
         the seed ``(keys[i], k)``."""
-        shape = [self.pyramid_resolutions[k]] * 2 + [self.NOISE_CHANNELS]
+        shape = [self.pyramid_resolutions[k]] * 2 + [self.noise_channels]
         if keys is None:
             return self.normal(batch, shape, salt=salt + k)
         seeds = tf.stack([keys, tf.fill(tf.shape(keys), tf.constant(k, tf.int64))], axis=1)
         return tf.map_fn(lambda s: tf.random.stateless_normal(shape, s), seeds, fn_output_signature=tf.float32)
 
-    def refine(self, generator, k, coarse, labels, training, keys=None, salt: int = 100):
-        """I_k = u(coarse) + G_k(u(coarse), noise); returns (I_k, u(coarse))."""
+    def refine(self, generator, k, coarse, labels, training, keys=None, salt: int = 100, features=None):
+        """I_k = u(coarse) + G_k(u(coarse) [, features], noise); returns (I_k, u(coarse), G_k's features)."""
         up = pyramid.upsample(tf.cast(coarse, tf.float32), self.config.pyramid_mode)
-        inputs = [up, self.level_noise(tf.shape(coarse)[0], k, keys, salt)]
+        inputs = [up] + ([features] if features is not None else [])
+        inputs.append(self.level_noise(tf.shape(coarse)[0], k, keys, salt))
         if self.num_classes:
             inputs.append(labels)
-        return up + tf.cast(generator(inputs, training=training), tf.float32), up
+        residual, features = _image_and_features(generator(inputs, training=training))
+        return up + tf.cast(residual, tf.float32), up, features
 
     def chain(self, generators, z, labels=None, training=False, real_coarse=None, seed=None, salt: int = 100):
         """Images and conditions of every level, coarse to fine.
@@ -97,11 +113,11 @@ class LAPGAN(GAN):
         training from the step's seeds ``salt + k``; otherwise per row from its latent (and
         ``seed``, an optional extra key), see ``latent_keys``."""
         keys = None if training else self.latent_keys(z, seed)
-        first = generators[0]([z, labels] if self.num_classes else z, training=training)
+        first, features = _image_and_features(generators[0]([z, labels] if self.num_classes else z, training=training))
         images, conditions = [tf.cast(first, tf.float32)], [None]
         for k in range(1, len(generators)):
             coarse = images[-1] if real_coarse is None else real_coarse[k - 1]
-            image, up = self.refine(generators[k], k, coarse, labels, training, keys, salt)
+            image, up, features = self.refine(generators[k], k, coarse, labels, training, keys, salt, features)
             images.append(image)
             conditions.append(up)
         return images, conditions

@@ -17,7 +17,8 @@ G: label embedding concatenated with the latent (DCGAN) or broadcast as constant
 discriminator (Miyato & Koyama 2018), ``logit = w^T phi(x) + b + <embed(y), phi(x)>``.
 
 Widths: ``width`` multiplies every filter count (floor 1), so tests can build tiny models.
-Weights start from N(0, 0.02) as in DCGAN.
+Weights start from N(0, 0.02) as in DCGAN; discriminators optionally from He (``init="he"``,
+see :func:`_d_init`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ BN_EPSILON = 1e-5
 
 def _init():
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+
+
+def _d_init(init: str, fan_in_gain: float = 2.0 / (1.0 + LEAK ** 2)):
+    """Discriminator weights: ``"dcgan"`` N(0, 0.02) (Radford et al. 2015), or ``"he"``:
+    N(0, gain / fan_in) (He et al. 2015) with the leaky-ReLU gain ``2 / (1 + 0.2^2)`` for convs
+    and 1 for the logit layer. Our discriminators have no BatchNorm (it would break R1), so with
+    N(0, 0.02) every layer shrinks the signal (fan-in 512: variance x0.1) and the logits start at
+    ~1e-3 with input gradients ~4e-3 per 64 px image; He keeps both O(1) from the first step."""
+    if init == "dcgan":
+        return _init()
+    if init != "he":
+        raise UserError(f"--d_init={init}: choose one of dcgan, he")
+    return keras.initializers.VarianceScaling(fan_in_gain, mode="fan_in", distribution="untruncated_normal")
 
 
 def _log2_resolution(resolution: int, minimum: int = 4) -> int:
@@ -89,6 +103,33 @@ class MinibatchStddev(keras.layers.Layer):
         return {**super().get_config(), "group_size": self.group_size}
 
 
+@keras.saving.register_keras_serializable(package="melano_tf")
+class NoiseInjection(keras.layers.Layer):
+    """Per-pixel noise with a learned per-channel strength (Karras et al. 2019, StyleGAN sec. 2):
+    ``h + s_c * n`` with one noise map ``n = noise[..., channel]`` broadcast over the features and
+    ``s`` starting at zero, so a generator adds stochastic detail only as far as the discriminator
+    rewards it (an input noise plane, by contrast, is amplified by the next BatchNorm from the
+    first step)."""
+
+    def __init__(self, channel: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.channel = int(channel)
+
+    def build(self, input_shape):
+        self.strength = self.add_weight(name="strength", shape=(input_shape[0][-1],), initializer="zeros")
+
+    def call(self, inputs):
+        h, noise = inputs
+        noise = noise[..., self.channel:self.channel + 1]
+        return h + tf.cast(self.strength, h.dtype) * tf.cast(noise, h.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "channel": self.channel}
+
+
 def _mbstd(h, group_size: int):
     return MinibatchStddev(group_size, name="minibatch_stddev")(h) if group_size > 0 else h
 
@@ -110,19 +151,21 @@ def _label_input() -> keras.KerasTensor:
     return keras.Input(shape=(), dtype="int32", name="label")
 
 
-def _projection_logits(features, label, num_classes: int, name: str):
+def _projection_logits(features, label, num_classes: int, name: str, init: str = "dcgan"):
     """Projection discriminator head (Miyato & Koyama 2018, eq. 3), float32.
 
     ``logit = Dense(1)(phi) + sum_i E[y]_i phi_i`` with ``phi`` the flattened features.
     Without a label: ``Dense(1)(phi)``.
     """
-    logits = keras.layers.Dense(1, kernel_initializer=_init(), dtype="float32", name=f"{name}_logits")(
-        features)
+    dim = features.shape[-1]
+    logits = keras.layers.Dense(1, kernel_initializer=_d_init(init, 1.0), dtype="float32",
+                                name=f"{name}_logits")(features)
     if label is None:
         return logits
-    dim = features.shape[-1]
+    embed_init = (_init() if init == "dcgan" else
+                  keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(dim)))
     embed = keras.layers.Embedding(
-        num_classes, dim, embeddings_initializer=_init(), dtype="float32",
+        num_classes, dim, embeddings_initializer=embed_init, dtype="float32",
         name=f"{name}_class_embedding")(label)
     proj = keras.layers.Dot(axes=1, dtype="float32", name=f"{name}_projection")([embed, features])
     return keras.layers.Add(dtype="float32", name=f"{name}_logits_plus_projection")([logits, proj])
@@ -144,6 +187,7 @@ def dcgan_generator(
     num_classes: int = 0,
     width: float = 1.0,
     upsample: str = "transpose",
+    return_features: bool = False,
     name: str = "dcgan_generator",
 ) -> keras.Model:
     """DCGAN generator ``z (B, latent_dim) [, label (B,)] -> image (B, R, R, 3)`` in [-1, 1].
@@ -152,7 +196,8 @@ def dcgan_generator(
     ``Conv2DTranspose(F_r, 4, strides=2) -> BN -> ReLU`` with ``F_r = max(min, base*4/r)``
     (``upsample="resize"``: nearest x2 then ``Conv2D(F_r, 3)``)
     (:func:`dcgan_filters`), then ``Conv2D(3, 3) -> tanh`` in float32. Conditional: ``z`` is
-    concatenated with ``Embedding(num_classes, latent_dim)(label)``.
+    concatenated with ``Embedding(num_classes, latent_dim)(label)``. ``return_features``: outputs
+    ``[image, features]`` with the last ReLU's maps (B, R, R, F_R), for a finer level to build on.
     With defaults at 256 px: ~13.3 M parameters.
     """
     filters = dcgan_filters(resolution, base_filters, min_filters, width)
@@ -175,10 +220,12 @@ def dcgan_generator(
         h = _upsample_block(h, f, upsample, name=f"up{r}")
         h = _bn(f"up{r}_bn")(h)
         h = keras.layers.ReLU(name=f"up{r}_relu")(h)
+    features = h
     h = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), dtype="float32",
                             name="to_rgb")(h)
     out = keras.layers.Activation("tanh", dtype="float32", name="tanh")(h)
-    return keras.Model(inputs if len(inputs) > 1 else z, out, name=name)
+    outputs = [out, features] if return_features else out
+    return keras.Model(inputs if len(inputs) > 1 else z, outputs, name=name)
 
 
 def dcgan_discriminator(
@@ -188,6 +235,7 @@ def dcgan_discriminator(
     num_classes: int = 0,
     width: float = 1.0,
     mbstd_group: int = 0,
+    init: str = "dcgan",
     name: str = "dcgan_discriminator",
 ) -> keras.Model:
     """DCGAN discriminator ``image (B, R, R, 3) [, label (B,)] -> logits (B, 1)`` float32.
@@ -204,7 +252,7 @@ def dcgan_discriminator(
     r = resolution
     for f in reversed(filters[:-1]):
         r //= 2
-        h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_init(),
+        h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_d_init(init),
                                 name=f"down{r}")(h)
         h = keras.layers.LeakyReLU(negative_slope=LEAK, name=f"down{r}_lrelu")(h)
     h = _mbstd(h, mbstd_group)
@@ -213,7 +261,7 @@ def dcgan_discriminator(
     if num_classes > 0:
         label = _label_input()
         inputs.append(label)
-    logits = _projection_logits(h, label, num_classes, "d")
+    logits = _projection_logits(h, label, num_classes, "d", init)
     return keras.Model(inputs if len(inputs) > 1 else image, logits, name=name)
 
 
@@ -225,6 +273,7 @@ def lapgan_level_generator(
     num_classes: int = 0,
     label_channels: int = 4,
     width: float = 1.0,
+    feature_channels: int = 0,
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level generator (Denton et al. 2015, sec. 3): residual ``h_k`` at ``R`` px.
@@ -233,14 +282,32 @@ def lapgan_level_generator(
     ``concat -> num_blocks x [Conv2D(F, 3) -> BN -> ReLU] -> Conv2D(3, 3)`` linear, float32.
     The fine image is ``coarse_up + h``. Conditional: ``Embedding(num_classes, label_channels)``
     broadcast to R x R maps and concatenated with the inputs.
+
+    ``feature_channels > 0`` (the modified LAPGAN's ``--level_inputs=features``): a third input,
+    the coarser generator's features (B, R/2, R/2, feature_channels), bilinearly upsampled and
+    concatenated with ``coarse_up``; the noise is not an input plane but injected after every
+    block's BN with a strength learned from zero (:class:`NoiseInjection`, one of the
+    ``noise_channels = num_blocks`` maps per block); outputs ``[residual, features]``. The level
+    then knows where the coarse lesion's edges and structures are beyond its own receptive field,
+    as in StyleGAN2's skip generator and MSG-GAN (Karnewar & Wang 2020), which this reading of
+    "one pyramid trained end to end" becomes.
     """
     _log2_resolution(resolution)
     f = _scaled(filters, width)
     name = name or f"lapgan_generator_{resolution}"
     coarse = keras.Input(shape=(resolution, resolution, 3), name="coarse_up")
     noise = keras.Input(shape=(resolution, resolution, noise_channels), name="noise")
-    inputs = [coarse, noise]
-    parts = [coarse, noise]
+    inputs, parts = [coarse], [coarse]
+    if feature_channels > 0:
+        feats = keras.Input(shape=(resolution // 2, resolution // 2, feature_channels), name="features")
+        inputs.append(feats)
+        parts.append(keras.layers.UpSampling2D(2, interpolation="bilinear", name="features_up")(feats))
+        if noise_channels != num_blocks:
+            raise ValueError(f"feature levels inject one noise map per block: noise_channels={noise_channels}, "
+                             f"num_blocks={num_blocks}")
+    else:
+        parts.append(noise)
+    inputs.append(noise)
     if num_classes > 0:
         label = _label_input()
         inputs.append(label)
@@ -254,10 +321,12 @@ def lapgan_level_generator(
         h = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer=_init(),
                                 name=f"conv{i}")(h)
         h = _bn(f"conv{i}_bn")(h)
+        if feature_channels > 0:
+            h = NoiseInjection(i, name=f"conv{i}_noise")([h, noise])
         h = keras.layers.ReLU(name=f"conv{i}_relu")(h)
     residual = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(),
                                    dtype="float32", name="residual")(h)
-    return keras.Model(inputs, residual, name=name)
+    return keras.Model(inputs, [residual, h] if feature_channels > 0 else residual, name=name)
 
 
 def lapgan_level_discriminator(
@@ -267,6 +336,7 @@ def lapgan_level_discriminator(
     num_classes: int = 0,
     width: float = 1.0,
     mbstd_group: int = 0,
+    init: str = "dcgan",
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level discriminator ``[image, condition] (+ label) -> logits (B, 1)`` float32.
@@ -286,7 +356,7 @@ def lapgan_level_discriminator(
     for i in range(n):
         r //= 2
         f = min(_scaled(filters, width) * 2 ** i, _scaled(max_filters, width))
-        h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_init(),
+        h = keras.layers.Conv2D(f, 4, strides=2, padding="same", kernel_initializer=_d_init(init),
                                 name=f"down{r}")(h)
         h = keras.layers.LeakyReLU(negative_slope=LEAK, name=f"down{r}_lrelu")(h)
     h = _mbstd(h, mbstd_group)
@@ -295,5 +365,5 @@ def lapgan_level_discriminator(
     if num_classes > 0:
         label = _label_input()
         inputs.append(label)
-    logits = _projection_logits(h, label, num_classes, "d")
+    logits = _projection_logits(h, label, num_classes, "d", init)
     return keras.Model(inputs, logits, name=name)
