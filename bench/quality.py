@@ -38,6 +38,7 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from melano_tf import console  # noqa: E402  (after the path set-up, so an uninstalled checkout runs)
 
 flags.DEFINE_multi_string("row", [], "NAME:FLAGFILE[:EXTRA FLAGS] (repeatable).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (training, phantoms and sampling).")
@@ -55,7 +56,7 @@ CHANNELS = {"rgb": ("R", "G", "B"), "lab": ("L", "a", "b")}
 
 
 def _say(msg: str) -> None:
-    print(f"[quality] {msg}", flush=True)
+    console.say(f"[quality] {msg}")
 
 
 def parse_row(spec: str) -> tuple[str, str, list[str]]:

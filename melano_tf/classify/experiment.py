@@ -235,6 +235,8 @@ def gan_config(conf: ExperimentConfig, data_dir: str, gan_seed: int = 0, model_d
         mbstd_group=conf.gan_mbstd_group, g_upsample=conf.gan_g_upsample, ema_decay=conf.gan_ema_decay,
         ema_halflife_images=conf.gan_ema_halflife_images, augment=conf.gan_augment,
         augment_policy=conf.gan_augment_policy,
+        # as the flagfiles: He-initialised discriminators; mod's finer levels build on coarser features
+        d_init="he", level_inputs="features" if conf.gan_scheme == "mod" else "image",
         batch_size=conf.gan_batch_size, train_steps=conf.gan_steps,
         strategy="one_device", seed=gan_seed, checkpoint_every=every, sample_every=every,
         summary_every=max(every // 20, 1), log_every=max(every // 10, 1))

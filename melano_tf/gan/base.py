@@ -60,7 +60,7 @@ class GAN(keras.Model):
             self.ema_generators.append(e)
         self.augmenter = augment_lib.make_augmenter(config.augment, policy=config.augment_policy,
                                                     target=config.ada_target)
-        self.d_loss_fn, self.g_loss_fn = losses_lib.LOSSES[config.loss]
+        self.d_loss_fn, self.g_loss_fn = losses_lib.get_losses(config.loss)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",

@@ -7,6 +7,10 @@ One generator pyramid trained end to end, "deeply discriminated":
 A discriminator D_k at every level judges I_k against the real level g_k (unconditionally);
 the generator minimises sum_k w_k * L_G(D_k(I_k)) with ``--level_weights`` w (coarse to fine),
 so the gradient of the fine levels' losses flows into every coarser generator.
+``--level_inputs=features``: G_k also receives G_{k-1}'s last feature maps (upsampled) and injects
+its noise with a strength learned from zero, I_k = u(I_{k-1}) + G_k(u(I_{k-1}), u(F_{k-1}), noise_k),
+which makes the pyramid StyleGAN2's "skip" generator judged at every scale as in MSG-GAN
+(Karnewar & Wang 2020).
 """
 
 from __future__ import annotations
