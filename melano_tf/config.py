@@ -157,12 +157,12 @@ class TrainConfig:
                 raise UserError(
                     f"--base_resolution={self.base_resolution} --num_levels={self.num_levels}: base * 2**(levels-1) "
                     f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4; use {hint}")
-            if self.level_inputs == "features" and (self.scheme != "mod" or self.condition_on != "generated"):
-                raise UserError(f"--level_inputs=features needs --scheme=mod --condition_on=generated (got "
-                                f"--scheme={self.scheme} --condition_on={self.condition_on}): only a generated "
-                                "coarse image has generator features to pass on")
             if self.level_weights and len(self.level_weights) != self.num_levels:
                 raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
+        if self.level_inputs == "features" and (self.scheme != "mod" or self.condition_on != "generated"):
+            raise UserError(f"--level_inputs=features needs --scheme=mod --condition_on=generated (got "
+                            f"--scheme={self.scheme} --condition_on={self.condition_on}): only a generated "
+                            "coarse image has generator features to pass on")
         if self.eval_every < 0 or self.eval_samples < 4:
             raise UserError(f"--eval_every={self.eval_every} --eval_samples={self.eval_samples}: need >= 0 and >= 4")
         if self.best_metric not in ("kid", "swd"):

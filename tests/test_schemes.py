@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from melano_tf import config as cfg
-from melano_tf.gan import registry
+from melano_tf.errors import UserError
+from melano_tf.gan import networks, registry
 from melano_tf.train import loop, runtime
 
 SCHEMES = registry.names()
@@ -315,8 +316,7 @@ def test_mod_level_inputs_features():
     fine = gan.generators[1]
     assert [t.name for t in fine.inputs] == ["coarse_up", "features", "noise"]
     assert int(fine.inputs[1].shape[-1]) == int(gan.generators[0].outputs[1].shape[-1])
-    strengths = [layer.strength for layer in fine.layers if isinstance(layer, keras.layers.Layer)
-                 and hasattr(layer, "strength")]
+    strengths = [layer.strength for layer in fine.layers if isinstance(layer, networks.NoiseInjection)]
     assert len(strengths) == 2 and all(float(tf.reduce_max(tf.abs(s))) == 0.0 for s in strengths)
     # at zero strength the fine image does not depend on the level noise
     z = tf.random.stateless_normal([3, gan.latent_dim], [5, 6])
@@ -342,8 +342,8 @@ def test_mod_level_inputs_features():
 
 
 @pytest.mark.parametrize("kw,flag", [({"scheme": "lapgan"}, "--scheme=lapgan"),
+                                     ({"scheme": "dcgan"}, "--scheme=dcgan"),
                                      ({"scheme": "mod", "condition_on": "real"}, "--condition_on=real")])
 def test_level_inputs_features_needs_generated_mod(kw, flag):
-    from melano_tf.errors import UserError
     with pytest.raises(UserError, match=flag):
         tiny(level_inputs="features", **kw)
