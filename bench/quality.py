@@ -48,7 +48,8 @@ flags.DEFINE_integer("jobs", 1, "Training runs at once.")
 flags.DEFINE_integer("threads", 0, "TensorFlow intra/inter-op threads per training run (0: TensorFlow's "
                      "default; with --jobs=2 on 2 cores, 1 each avoids oversubscription).")
 flags.DEFINE_enum("features", "classifier", ["classifier", "random_conv"], "Feature space of KID and P/R.")
-flags.DEFINE_integer("classifier_epochs", 8, "Epochs of the phantom classifier.")
+flags.DEFINE_integer("classifier_epochs", 6, "Epochs of the phantom classifier.")
+flags.DEFINE_integer("classifier_phantoms", 4000, "Phantoms the phantom classifier trains on (its own set).")
 flags.DEFINE_boolean("train_only", False, "Only train (no scoring).")
 FLAGS = flags.FLAGS
 
@@ -70,6 +71,17 @@ def run_dir(name: str, seed: int) -> str:
     return os.path.join(FLAGS.out, "runs", f"{name}_seed{seed}")
 
 
+def binary(flagfile: str, extra: list[str]) -> str:
+    """``dcgan`` or ``lapgan``: the training binary of the row's last ``--scheme=`` (extra flags win)."""
+    scheme = "lapgan"
+    with open(flagfile, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    for arg in lines + shlex.split(FLAGS.extra) + list(extra):
+        if arg.startswith("--scheme="):
+            scheme = arg.split("=", 1)[1]
+    return "dcgan" if scheme == "dcgan" else "lapgan"
+
+
 def train(name: str, flagfile: str, extra: list[str], seed: int) -> tuple[str, float]:
     """Train one run (reused when its export exists); returns (run folder, wall seconds)."""
     model_dir = run_dir(name, seed)
@@ -78,7 +90,7 @@ def train(name: str, flagfile: str, extra: list[str], seed: int) -> tuple[str, f
         with open(done, encoding="utf-8") as f:
             return model_dir, json.load(f)["seconds"]
     os.makedirs(model_dir, exist_ok=True)
-    cmd = [sys.executable, os.path.join(ROOT, "bin", "train_lapgan"), f"--flagfile={flagfile}",
+    cmd = [sys.executable, os.path.join(ROOT, "bin", f"train_{binary(flagfile, extra)}"), f"--flagfile={flagfile}",
            f"--model_dir={model_dir}", f"--seed={seed}", *shlex.split(FLAGS.extra), *extra]
     t0 = time.time()
     with open(os.path.join(model_dir, "bench_train.log"), "a", encoding="utf-8") as log:
@@ -103,21 +115,50 @@ def load_labelled(cache_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PhantomClassifier:
-    """A small CNN trained on real phantoms: class coverage of samples and a lesion feature space."""
+    """A small CNN trained on real phantoms: class coverage of samples and a lesion feature space.
 
-    def __init__(self, cache_dir: str, epochs: int, seed: int = 0):
+    Trained on its own phantom set (``--classifier_phantoms`` images in the ISIC mix, written as
+    JPEG q95 at the runs' resolution like the training phantoms, master seed 7919 so no image is in
+    any run's training split), then checked on the first run's
+    validation split. The trained model is saved in ``OUT/phantom_classifier_<R>px.keras`` and
+    reused by every later invocation with the same OUT, so rows scored on different days share
+    one feature space (KID, precision/recall and class shares move with the classifier).
+    """
+
+    SEED = 7919
+
+    def __init__(self, out_dir: str, cache_dir: str, epochs: int, num_images: int, seed: int = 0):
         import keras
         from melano_tf.classify.model import small_cnn
-        x, y = load_labelled(cache_dir, "train")
+        from melano_tf import fileio
         xv, yv = load_labelled(cache_dir, "validation")
-        self.num_classes = int(max(y.max(), yv.max()) + 1)
-        keras.utils.set_random_seed(seed)
-        self.model = small_cnn(x.shape[1], self.num_classes)
-        self.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-        aug = np.concatenate([x, x[:, ::-1], x[:, :, ::-1], np.rot90(x, 1, (1, 2))])
-        self.model.fit(self._float(aug), np.tile(y, 4), batch_size=64, epochs=epochs, verbose=0)
+        res = xv.shape[1]
+        path = os.path.join(out_dir, f"phantom_classifier_{res}px.keras")
+        if os.path.exists(path):
+            self.model = keras.models.load_model(path)
+        else:
+            x, y = self._phantoms(out_dir, res, num_images)
+            keras.utils.set_random_seed(seed)
+            self.model = small_cnn(res, int(y.max()) + 1)
+            self.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+            self.model.fit(self._float(x), y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
+            with fileio.atomic_path(path, suffix=".keras") as tmp:
+                self.model.save(tmp)
+        self.num_classes = int(self.model.output_shape[-1])
         self.val_accuracy = float((self.predict(xv).argmax(1) == yv).mean())
         self.features_model = keras.Model(self.model.inputs, self.model.get_layer("pool").output)
+
+    @classmethod
+    def _phantoms(cls, out_dir: str, res: int, num_images: int) -> tuple[np.ndarray, np.ndarray]:
+        from PIL import Image
+        from melano_tf.data import phantom
+        folder = os.path.join(out_dir, f"classifier_phantoms_{res}px")
+        _say(f"phantom classifier: writing {num_images} phantoms of its own to {folder}")
+        phantom.write_isic_layout(folder, num_images=num_images, resolution=res, seed=cls.SEED, progress=False)
+        rows = phantom.plan(num_images, cls.SEED)
+        x = np.stack([np.asarray(Image.open(os.path.join(folder, phantom.IMAGES_DIR, f"{i}.jpg")).convert("RGB"))
+                      for i, _, _ in rows])
+        return x, np.array([lab for _, _, lab in rows], np.int64)
 
     @staticmethod
     def _float(x):
@@ -267,7 +308,8 @@ def main(argv):
             all_rows.append(previous[key])
             continue
         if FLAGS.features == "classifier" and classifier is None:
-            classifier = PhantomClassifier(os.path.join(model_dir, "cache"), FLAGS.classifier_epochs)
+            classifier = PhantomClassifier(FLAGS.out, os.path.join(model_dir, "cache"), FLAGS.classifier_epochs,
+                                           FLAGS.classifier_phantoms)
             _say(f"phantom classifier: validation accuracy {classifier.val_accuracy:.3f}")
         t0 = time.time()
         r = {"row": name, "seed": seed, "model_dir": model_dir, "train_seconds": seconds,

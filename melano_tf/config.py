@@ -20,13 +20,14 @@ UPSAMPLES = ("transpose", "resize")
 EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
 D_INITS = ("dcgan", "he")
+G_PADDINGS = ("zero", "reflect")
 
 #: Fields that fix the shape of the networks or the meaning of a checkpoint: a resume that
 #: changes one of them is refused.
 STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
-    "loss", "g_upsample", "mbstd_group", "level_inputs",
+    "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs",
 )
 
 
@@ -79,6 +80,7 @@ class TrainConfig:
     g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper) or resize + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
+    g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
     conditional: bool = False
     num_classes: int = 0          # filled from the data when conditional
     # optimisation
@@ -131,7 +133,7 @@ class TrainConfig:
             ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
             ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
-            ("d_init", self.d_init, D_INITS),
+            ("d_init", self.d_init, D_INITS), ("g_padding", self.g_padding, G_PADDINGS),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -159,6 +161,9 @@ class TrainConfig:
                     f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4; use {hint}")
             if self.level_weights and len(self.level_weights) != self.num_levels:
                 raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
+        if self.g_padding == "reflect" and self.g_upsample != "resize":
+            raise UserError("--g_padding=reflect needs --g_upsample=resize (a transposed conv has no input "
+                            "border to mirror)")
         if self.level_inputs == "features" and (self.scheme != "mod" or self.condition_on != "generated"):
             raise UserError(f"--level_inputs=features needs --scheme=mod --condition_on=generated (got "
                             f"--scheme={self.scheme} --condition_on={self.condition_on}): only a generated "

@@ -66,6 +66,9 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("pyramid_mode", d.pyramid_mode, list(cfg.PYRAMID_MODES), "Pyramid up/down operators.")
     flags.DEFINE_enum("g_upsample", d.g_upsample, list(cfg.UPSAMPLES),
                       "Generator doubling: 4x4 stride-2 transposed conv (paper) or nearest resize + 3x3 conv.")
+    flags.DEFINE_enum("g_padding", d.g_padding, list(cfg.G_PADDINGS),
+                      "Generator 3x3 convs: zero padding (Keras 'same', the paper's) or reflect padding "
+                      "(mirrored border pixels: no dark/light frame to unlearn at the image border).")
     flags.DEFINE_integer("mbstd_group", d.mbstd_group, "Minibatch standard deviation feature in every "
                          "discriminator over groups of this size (0: off; PGGAN uses 4).")
     flags.DEFINE_enum("d_init", d.d_init, list(cfg.D_INITS),

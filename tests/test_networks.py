@@ -137,3 +137,34 @@ def test_he_init_gives_the_discriminator_a_signal_from_the_first_step(build):
 def test_bad_discriminator_init():
     with pytest.raises(UserError, match="--d_init=xavier"):
         networks.dcgan_discriminator(32, 16, 8, init="xavier")
+
+
+def _constant_level_output(padding):
+    """A level generator (features path) fed spatially constant inputs and zero noise."""
+    keras.utils.set_random_seed(3)
+    g = networks.lapgan_level_generator(16, filters=8, num_blocks=2, noise_channels=2, feature_channels=4,
+                                        padding=padding)
+    coarse = tf.fill([2, 16, 16, 3], 0.3)
+    feats = tf.fill([2, 8, 8, 4], 0.7)
+    noise = tf.zeros([2, 16, 16, 2])
+    residual, _ = g([coarse, feats, noise], training=False)
+    r = residual.numpy()
+    return r - r[:, 8:9, 8:9]                             # spatial variation of each image and channel
+
+
+def test_reflect_padding_keeps_a_constant_image_constant_up_to_the_border():
+    """Zero padding turns a flat input into a frame at the border; mirrored pixels do not."""
+    zero, reflect = _constant_level_output("zero"), _constant_level_output("reflect")
+    assert np.ptp(reflect) < 1e-5                       # flat everywhere, border included
+    assert np.ptp(zero) > 100 * max(np.ptp(reflect), 1e-7)
+    inner = zero[:, 3:-3, 3:-3]
+    assert np.ptp(inner) < 1e-5                        # the zero-padding frame is only at the border
+
+
+def test_reflect_padding_same_weights_and_dcgan_generator_builds():
+    zero = networks.dcgan_generator(32, 8, base_filters=16, upsample="resize", padding="zero")
+    reflect = networks.dcgan_generator(32, 8, base_filters=16, upsample="resize", padding="reflect")
+    assert [w.shape for w in zero.weights] == [w.shape for w in reflect.weights]
+    assert reflect(tf.zeros([2, 8])).shape == (2, 32, 32, 3)
+    with pytest.raises(UserError, match="g_padding"):
+        networks.dcgan_generator(32, 8, base_filters=16, upsample="resize", padding="mirror")

@@ -120,8 +120,13 @@ def test_minibatch_stddev_feature():
 
 def test_recipe_options_build_and_train_every_scheme():
     for scheme in ("dcgan", "lapgan", "mod"):
-        gan, strategy = _build(scheme, g_upsample="resize", mbstd_group=4, r1_gamma=0.1, r1_every=2)
+        gan, strategy = _build(scheme, g_upsample="resize", g_padding="reflect", mbstd_group=4, r1_gamma=0.1,
+                               r1_every=2)
         names = [layer.name for layer in gan.generators[0].layers]
+        for g in gan.generators:    # every 3x3 conv of every level reads mirrored borders
+            pads = {layer.name[:-len("_pad")] for layer in g.layers if isinstance(layer, networks.ReflectPad)}
+            convs = {layer.name for layer in g.layers if type(layer) is keras.layers.Conv2D}
+            assert convs and convs == pads
         assert any(n.endswith("_resize") for n in names)
         assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in gan.generators[0].layers)
         assert all(any(isinstance(layer, networks.MinibatchStddev) for layer in d.layers)
@@ -132,6 +137,7 @@ def test_recipe_options_build_and_train_every_scheme():
 
 def test_recipe_flags_are_validated():
     for bad in (dict(g_upsample="bicubic"), dict(mbstd_group=-1), dict(r1_every=0),
-                dict(ema_halflife_images=-5), dict(augment_policy="color,zoom"), dict(ema_bn="average")):
+                dict(ema_halflife_images=-5), dict(augment_policy="color,zoom"), dict(ema_bn="average"),
+                dict(g_padding="mirror"), dict(g_padding="reflect", g_upsample="transpose")):
         with pytest.raises(UserError):
             cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="dcgan", **bad).validate()

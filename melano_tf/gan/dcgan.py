@@ -18,7 +18,8 @@ class DCGAN(GAN):
     def build_generators(self):
         c = self.config
         return [networks.dcgan_generator(self.resolution, c.latent_dim, c.base_filters, c.min_filters,
-                                         num_classes=self.num_classes, upsample=c.g_upsample, name="generator")]
+                                         num_classes=self.num_classes, upsample=c.g_upsample, padding=c.g_padding,
+                                         name="generator")]
 
     def build_discriminators(self):
         c = self.config

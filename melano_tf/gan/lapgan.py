@@ -48,12 +48,13 @@ class LAPGAN(GAN):
         feats = self.passes_features
         gens = [networks.dcgan_generator(res[0], c.latent_dim, c.base_filters, c.min_filters,
                                          num_classes=self.num_classes, upsample=c.g_upsample,
-                                         return_features=feats, name="generator_level_0")]
+                                         return_features=feats, padding=c.g_padding, name="generator_level_0")]
         for k, r in enumerate(res[1:], 1):
             channels = int(gens[-1].outputs[1].shape[-1]) if feats else 0
             gens.append(networks.lapgan_level_generator(
                 r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.noise_channels,
-                num_classes=self.num_classes, feature_channels=channels, name=f"generator_level_{k}"))
+                num_classes=self.num_classes, feature_channels=channels, padding=c.g_padding,
+                name=f"generator_level_{k}"))
         return gens
 
     def build_discriminators(self):

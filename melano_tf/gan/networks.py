@@ -130,21 +130,58 @@ class NoiseInjection(keras.layers.Layer):
         return {**super().get_config(), "channel": self.channel}
 
 
+@keras.saving.register_keras_serializable(package="melano_tf")
+class ReflectPad(keras.layers.Layer):
+    """Pads height and width by ``size`` mirrored pixels on each side (``tf.pad`` mode REFLECT,
+    the edge pixel not repeated), so a following 'valid' conv keeps the size without zeros."""
+
+    def __init__(self, size: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, x):
+        s = self.size
+        return tf.pad(x, [[0, 0], [s, s], [s, s], [0, 0]], mode="REFLECT")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        grow = lambda n: None if n is None else n + 2 * self.size  # noqa: E731
+        return (b, grow(h), grow(w), c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=self.size)
+        return config
+
+
+def _g_conv(h, filters: int, padding: str, name: str, **kwargs):
+    """A generator's 3x3 'same'-size conv: Keras zero padding, or ``padding="reflect"``:
+    :class:`ReflectPad` then a 'valid' conv (pix2pix/CycleGAN's choice). Zeros at the border are a
+    dark/light frame G must learn to cancel at every layer and level; mirrored pixels continue
+    the skin to the edge. Same weights either way (the layer keeps ``name``)."""
+    if padding == "zero":
+        return keras.layers.Conv2D(filters, 3, padding="same", name=name, **kwargs)(h)
+    if padding != "reflect":
+        raise UserError(f"--g_padding={padding}: choose one of zero, reflect")
+    h = ReflectPad(1, name=f"{name}_pad")(h)
+    return keras.layers.Conv2D(filters, 3, padding="valid", name=name, **kwargs)(h)
+
+
 def _mbstd(h, group_size: int):
     return MinibatchStddev(group_size, name="minibatch_stddev")(h) if group_size > 0 else h
 
 
-def _upsample_block(h, filters: int, upsample: str, name: str):
+def _upsample_block(h, filters: int, upsample: str, name: str, padding: str = "zero"):
     """One doubling: ``Conv2DTranspose(F, 4, strides=2)`` (DCGAN) or nearest x2 + ``Conv2D(F, 3)``
-    (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts": no uneven kernel overlap)."""
+    (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts": no uneven kernel overlap),
+    padded as :func:`_g_conv`."""
     if upsample == "transpose":
         return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False,
                                             kernel_initializer=_init(), name=name)(h)
     if upsample != "resize":
         raise UserError(f"--g_upsample={upsample}: choose one of transpose, resize")
     h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(h)
-    return keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=_init(),
-                               name=name)(h)
+    return _g_conv(h, filters, padding, name, use_bias=False, kernel_initializer=_init())
 
 
 def _label_input() -> keras.KerasTensor:
@@ -188,6 +225,7 @@ def dcgan_generator(
     width: float = 1.0,
     upsample: str = "transpose",
     return_features: bool = False,
+    padding: str = "zero",
     name: str = "dcgan_generator",
 ) -> keras.Model:
     """DCGAN generator ``z (B, latent_dim) [, label (B,)] -> image (B, R, R, 3)`` in [-1, 1].
@@ -198,6 +236,7 @@ def dcgan_generator(
     (:func:`dcgan_filters`), then ``Conv2D(3, 3) -> tanh`` in float32. Conditional: ``z`` is
     concatenated with ``Embedding(num_classes, latent_dim)(label)``. ``return_features``: outputs
     ``[image, features]`` with the last ReLU's maps (B, R, R, F_R), for a finer level to build on.
+    ``padding``: of every 3x3 conv, ``"zero"`` or ``"reflect"`` (:func:`_g_conv`).
     With defaults at 256 px: ~13.3 M parameters.
     """
     filters = dcgan_filters(resolution, base_filters, min_filters, width)
@@ -217,12 +256,11 @@ def dcgan_generator(
     h = keras.layers.ReLU(name="project_relu")(h)
     for i, f in enumerate(filters[1:], start=1):
         r = 4 * 2 ** i
-        h = _upsample_block(h, f, upsample, name=f"up{r}")
+        h = _upsample_block(h, f, upsample, name=f"up{r}", padding=padding)
         h = _bn(f"up{r}_bn")(h)
         h = keras.layers.ReLU(name=f"up{r}_relu")(h)
     features = h
-    h = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), dtype="float32",
-                            name="to_rgb")(h)
+    h = _g_conv(h, 3, padding, "to_rgb", kernel_initializer=_init(), dtype="float32")
     out = keras.layers.Activation("tanh", dtype="float32", name="tanh")(h)
     outputs = [out, features] if return_features else out
     return keras.Model(inputs if len(inputs) > 1 else z, outputs, name=name)
@@ -274,12 +312,14 @@ def lapgan_level_generator(
     label_channels: int = 4,
     width: float = 1.0,
     feature_channels: int = 0,
+    padding: str = "zero",
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level generator (Denton et al. 2015, sec. 3): residual ``h_k`` at ``R`` px.
 
     Inputs ``[coarse_up (B,R,R,3), noise (B,R,R,noise_channels)]`` (+ ``label`` (B,)):
-    ``concat -> num_blocks x [Conv2D(F, 3) -> BN -> ReLU] -> Conv2D(3, 3)`` linear, float32.
+    ``concat -> num_blocks x [Conv2D(F, 3) -> BN -> ReLU] -> Conv2D(3, 3)`` linear, float32
+    (3x3 convs padded as ``padding``, :func:`_g_conv`).
     The fine image is ``coarse_up + h``. Conditional: ``Embedding(num_classes, label_channels)``
     broadcast to R x R maps and concatenated with the inputs.
 
@@ -318,14 +358,12 @@ def lapgan_level_generator(
         parts.append(e)
     h = keras.layers.Concatenate(name="inputs")(parts)
     for i in range(num_blocks):
-        h = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, kernel_initializer=_init(),
-                                name=f"conv{i}")(h)
+        h = _g_conv(h, f, padding, f"conv{i}", use_bias=False, kernel_initializer=_init())
         h = _bn(f"conv{i}_bn")(h)
         if feature_channels > 0:
             h = NoiseInjection(i, name=f"conv{i}_noise")([h, noise])
         h = keras.layers.ReLU(name=f"conv{i}_relu")(h)
-    residual = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(),
-                                   dtype="float32", name="residual")(h)
+    residual = _g_conv(h, 3, padding, "residual", kernel_initializer=_init(), dtype="float32")
     return keras.Model(inputs, [residual, h] if feature_channels > 0 else residual, name=name)
 
 
