@@ -3,7 +3,7 @@
 achieved as a fraction of a matmul and a conv peak measured in the same run.
 
     python bench/train_step.py [--quick] [--schemes=dcgan,lapgan,mod] [--resolutions=64,128,256]
-                               [--precisions=float32,mixed_bfloat16] [--batch_size=16]
+                               [--precisions=float32,mixed_bfloat16] [--batch_size=16] [--peer]
 
 Networks: the widths of configs/<scheme>.cfg (the paper-size settings). The configs are written for
 256 px with a 32 px pyramid base; at 64 and 128 px the pyramid schemes keep that 32 px base and use
@@ -24,6 +24,11 @@ FLOPs of a train step are counted on the traced step's graph (the concrete funct
 Conv2DBackpropFilter and MatMul op, from their static shapes. Element-wise work (BatchNorm,
 activations, augmentation, Adam) is not counted. tf.compat.v1.profiler's float_operation total on
 the same graph is printed beside it as a cross-check (it adds a few element-wise ops, ~1%).
+
+``--peer`` (optional torch): after every dcgan row, the same networks and step in PyTorch
+(bench/torch_peer.py) at the same resolution, batch and precision, in this process; the table gains
+the columns peer img/s and ours/peer. The peer does no augmentation and keeps no EMA generator
+(``--augment=none`` removes the first difference).
 """
 
 from __future__ import annotations
@@ -199,10 +204,41 @@ def bench_step(scheme, resolution, precision, batch, quick, augment):
     flops, unknown, by_type = graph_flops(graph)
     prof = profiler_flops(graph)
     sec = timed(lambda: float(step(data)["d_loss"]), 1 if quick else 3, 2.0 if quick else 8.0)
-    params = sum(int(np.prod(v.shape)) for v in gan.g_variables + gan.d_variables)
+    g_params = sum(int(np.prod(v.shape)) for v in gan.g_variables)
+    d_params = sum(int(np.prod(v.shape)) for v in gan.d_variables)
     keras.mixed_precision.set_global_policy("float32")
     return {"img_s": batch / sec, "step_s": sec, "flops": flops, "unknown": unknown, "by_type": by_type,
-            "profiler": prof, "trace_s": trace_s, "params": params, "levels": gan.level_resolutions}
+            "profiler": prof, "trace_s": trace_s, "params": g_params + d_params, "g_params": g_params,
+            "d_params": d_params, "levels": gan.level_resolutions}
+
+
+def load_peer():
+    """bench/torch_peer.py, or None (after one line on how to install torch) when torch is missing."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import torch_peer
+    if torch_peer.import_torch() is None:
+        print(f"# --peer: {torch_peer.INSTALL_HINT}; the peer columns are left out", flush=True)
+        return None
+    return torch_peer
+
+
+def bench_peer(peer, ours: dict, resolution, precision, batch, quick, augment) -> dict | None:
+    """The peer's row for our dcgan row ``ours``; None (with a line saying why) when it cannot run."""
+    conf = train_config("dcgan", resolution, precision, batch, augment)
+    try:
+        res = peer.run(resolution, batch, precision, conf.latent_dim, conf.base_filters, conf.min_filters,
+                       conf.g_upsample, quick=quick)
+    except ValueError as e:
+        print(f"  peer   {resolution:4d} px {precision:15s} skipped: {e}", flush=True)
+        return None
+    same = (res["g_params"], res["d_params"]) == (ours["g_params"], ours["d_params"])
+    print(f"  peer   {resolution:4d} px {precision:15s} {res['img_s']:8.2f} img/s  ours/peer "
+          f"{ours['img_s'] / res['img_s']:.2f}x  params G/D: ours {ours['g_params']:,} / {ours['d_params']:,}, "
+          f"peer {res['g_params']:,} / {res['d_params']:,} ({'equal' if same else 'DIFFERENT'})  "
+          f"torch {res['torch']} on {res['device']}", flush=True)
+    return res
 
 
 def cpu_name() -> str:
@@ -216,6 +252,12 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def peer_cells(row) -> str:
+    """' peer img/s | ours/peer |' of a table row (blank without a peer measurement)."""
+    p = row.get("peer")
+    return f" {p['img_s']:.2f} | {row['img_s'] / p['img_s']:.2f}x |" if p else "  |  |"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer timed iterations")
@@ -225,6 +267,7 @@ def main() -> None:
                    help="any of float32, mixed_bfloat16, mixed_float16 (GPU)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--augment", default=None, help="override the configs' augmentation (none|diffaugment|ada)")
+    p.add_argument("--peer", action="store_true", help="also time the PyTorch peer after every dcgan row (torch)")
     a = p.parse_args()
     schemes = [s for s in a.schemes.split(",") if s]
     resolutions = [int(r) for r in a.resolutions.split(",") if r]
@@ -232,6 +275,10 @@ def main() -> None:
 
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
+    peer = load_peer() if a.peer else None
+    if peer is not None:
+        for g in gpus:   # leave GPU memory to torch in this process
+            tf.config.experimental.set_memory_growth(g, True)
     names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
     device = f"GPU: {', '.join(names)}" if gpus else f"CPU: {cpu_name()}, {os.cpu_count()} cores"
     print(f"# {device}; TensorFlow {tf.__version__}; batch {a.batch_size}; "
@@ -264,6 +311,8 @@ def main() -> None:
                       f"trace {res['trace_s']:.1f}s  unknown-shape ops {res['unknown']}  "
                       f"profiler {res['profiler'] / 1e9 / a.batch_size:.2f} GFLOP/img",
                       flush=True)
+                if peer is not None and scheme == "dcgan":
+                    row["peer"] = bench_peer(peer, res, r, q, a.batch_size, a.quick, a.augment)
 
     for q in precisions:   # again at the end, for reference
         again = peaks(DTYPES[q], a.quick)
@@ -273,8 +322,9 @@ def main() -> None:
 
     print()
     print("| scheme | px | precision | img/s | GFLOP/img (step) | GFLOP/s | adjacent peaks matmul / conv "
-          "(same precision) | % matmul peak | % conv peak | % fp32 conv peak | speed vs fp32 |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(same precision) | % matmul peak | % conv peak | % fp32 conv peak | speed vs fp32 |"
+          + (" peer img/s | ours/peer |" if peer is not None else ""))
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if peer is not None else ""))
     base = {(x["scheme"], x["res"]): x for x in rows if x["precision"] == "float32"}
     for x in rows:
         ratio = ""
@@ -284,7 +334,8 @@ def main() -> None:
               f"{x['flops'] / 1e9 / a.batch_size:.2f} | {x['gflops']:.1f} | "
               f"{x['peaks'][x['precision']]['matmul']:.0f} / {x['peaks'][x['precision']]['conv']:.0f} | "
               f"{100 * x['of_matmul']:.0f}% | "
-              f"{100 * x['of_conv']:.0f}% | {100 * x['of_conv_fp32']:.0f}% | {ratio} |")
+              f"{100 * x['of_conv']:.0f}% | {100 * x['of_conv_fp32']:.0f}% | {ratio} |"
+              + (peer_cells(x) if peer is not None else ""))
     print()
     for q in precisions:
         print(f"peak {q} (best of start/end of run): matmul {peak[q]['matmul']:.1f} GFLOP/s, "
