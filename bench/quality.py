@@ -10,6 +10,8 @@ exported EMA generator against the run's own training split:
 * KID x1e3 and improved precision / recall (Kynkaenniemi et al. 2019, k = 3), in the feature
   space of a phantom classifier trained here on real phantoms (the lesion-type features that
   matter; ``--features=random_conv`` uses the untrained extractor instead)
+* border: detail energy in the outer 3 px ring of the finest Laplacian band over the interior's,
+  samples' ratio / real ratio (1 = none; a zero-padding frame shows as > 1)
 * class coverage: the share of samples that classifier assigns to each class against the real
   class frequencies, and the largest gap in points
 
@@ -182,6 +184,36 @@ def colour_w1(h_a: dict, h_b: dict) -> dict:
     return {f"{s}/{c}": d[f"hist/{s}/{c}/w1"] for s, chans in CHANNELS.items() for c in chans}
 
 
+BORDER = 3   # px: the ring of the finest Laplacian band whose energy is compared with the interior
+
+
+def border_energy(x: np.ndarray) -> float:
+    """std of the finest Laplacian band in the outer ``BORDER`` px ring / std in the interior.
+
+    A generator whose convs pad with zeros draws a frame a few pixels inside the border: detail
+    energy there well above the interior's. Real photographs have their own ratio (vignette
+    edges), so the column reports the samples' ratio over the real one (1 = no frame)."""
+    import tensorflow as tf
+    from melano_tf.ops import pyramid
+    band = pyramid.build_laplacian(tf.constant(x[:400].astype(np.float32)), 2)[0].numpy()
+    ring = np.ones(band.shape[1:3], bool)
+    ring[BORDER:-BORDER, BORDER:-BORDER] = False
+    return float(band[:, ring].std() / band[:, ~ring].std())
+
+
+def border_score(real: np.ndarray, fake: np.ndarray) -> dict:
+    return {"border_x": border_energy(fake) / border_energy(real)}
+
+
+def _border_for(model_dir: str, seed: int) -> dict:
+    """The border column of a run scored before it existed (samples drawn as :func:`score` does)."""
+    from melano_tf.metrics import sampling
+    real, _ = load_labelled(os.path.join(model_dir, "cache"), "train")
+    gen = sampling.load_generator(model_dir=model_dir)
+    fake, _ = sampling.sample_all(gen, len(real), seed=1000 + seed, batch_size=64, progress=False)
+    return border_score(real, fake)
+
+
 def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> dict:
     """Every figure of one run against its training split (samples: as many as real images)."""
     from melano_tf import viz
@@ -208,6 +240,7 @@ def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> di
     out["w1_x"] = float(np.mean([out[f"w1_x/{k}"] for k in w_fake]))
     m = METRICS["msssim"](real, fake, num_pairs=500, seed=seed)
     out["msssim"], out["msssim_real"] = m["msssim/fake"], m["msssim/real"]
+    out.update(border_score(real, fake))
     if classifier is not None:
         extract = classifier.features
     else:
@@ -240,7 +273,8 @@ def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> di
 
 # ------------------------------------------------------------------------------------------ table
 
-COLUMNS = [("swd_x", "SWD / floor", 2), ("w1_x", "colour W1 / real", 2), ("msssim", "MS-SSIM", 3),
+COLUMNS = [("swd_x", "SWD / floor", 2), ("w1_x", "colour W1 / real", 2), ("border_x", "border / real", 2),
+           ("msssim", "MS-SSIM", 3),
            ("kid_x1e3", "KID x1e3", 1), ("precision", "precision", 2), ("recall", "recall", 2),
            ("class_gap_pts", "class gap (pts)", 1), ("train_seconds", "train s", 0)]
 
@@ -305,7 +339,12 @@ def main(argv):
     for (name, _, _, seed), model_dir, seconds in trained:
         key = (name, seed, model_dir)
         if key in previous:
-            all_rows.append(previous[key])
+            r = previous[key]
+            if "border_x" not in r:            # scored before the column existed
+                r = {**r, **_border_for(model_dir, seed)}
+                with open(results_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(r) + "\n")
+            all_rows.append(r)
             continue
         if FLAGS.features == "classifier" and classifier is None:
             classifier = PhantomClassifier(FLAGS.out, os.path.join(model_dir, "cache"), FLAGS.classifier_epochs,
