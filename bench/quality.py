@@ -205,24 +205,28 @@ def border_score(real: np.ndarray, fake: np.ndarray) -> dict:
     return {"border_x": border_energy(fake) / border_energy(real)}
 
 
-def _border_for(model_dir: str, seed: int) -> dict:
-    """The border column of a run scored before it existed (samples drawn as :func:`score` does)."""
+def real_and_fake(model_dir: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training split, its labels, as many EMA samples drawn with seed ``1000 + seed``) of a run."""
     from melano_tf.metrics import sampling
-    real, _ = load_labelled(os.path.join(model_dir, "cache"), "train")
+    real, real_y = load_labelled(os.path.join(model_dir, "cache"), "train")
     gen = sampling.load_generator(model_dir=model_dir)
     fake, _ = sampling.sample_all(gen, len(real), seed=1000 + seed, batch_size=64, progress=False)
+    return real, real_y, fake
+
+
+def _border_for(model_dir: str, seed: int) -> dict:
+    """The border column of a run scored before it existed (the same samples as :func:`score`)."""
+    real, _, fake = real_and_fake(model_dir, seed)
     return border_score(real, fake)
 
 
 def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> dict:
     """Every figure of one run against its training split (samples: as many as real images)."""
     from melano_tf import viz
-    from melano_tf.metrics import METRICS, fid, histograms, sampling
+    from melano_tf.metrics import METRICS, fid, histograms
     from melano_tf.metrics import features as feats
     from melano_tf.metrics.precision_recall import precision_recall_from_activations
-    real, real_y = load_labelled(os.path.join(model_dir, "cache"), "train")
-    gen = sampling.load_generator(model_dir=model_dir)
-    fake, _ = sampling.sample_all(gen, len(real), seed=1000 + seed, batch_size=64, progress=False)
+    real, real_y, fake = real_and_fake(model_dir, seed)
     out = {}
     s = METRICS["swd"](real, fake, seed=seed)
     levels = sorted(int(k.split("/")[1]) for k in s if k.startswith("swd/") and k != "swd/mean")
