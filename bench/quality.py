@@ -207,7 +207,7 @@ def border_score(real: np.ndarray, fake: np.ndarray) -> dict:
 
 def real_and_fake(model_dir: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(training split, its labels, as many EMA samples drawn with seed ``1000 + seed``) of a run."""
-    from melano_tf.metrics import sampling
+    from melano_tf.serving import generator as sampling
     real, real_y = load_labelled(os.path.join(model_dir, "cache"), "train")
     gen = sampling.load_generator(model_dir=model_dir)
     fake, _ = sampling.sample_all(gen, len(real), seed=1000 + seed, batch_size=64, progress=False)

@@ -42,7 +42,7 @@ def test_synthesize_is_deterministic_and_writes_manifest(run_dir, tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(ia, ib))
     # another seed draws other latents (a 2-step generator may map them all to one grey uint8 image,
     # so compare its float output)
-    from melano_tf.metrics import sampling
+    from melano_tf.serving import generator as sampling
     fn = sampling.load_generator(model_dir=run_dir)._fn
     f3, f4 = (fn(seed=np.int64(s), count=np.int32(2))["images"].numpy() for s in (3, 4))
     assert not np.array_equal(f3, f4)

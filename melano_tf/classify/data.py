@@ -154,37 +154,21 @@ def _resize_batch(images: np.ndarray, resolution: int) -> np.ndarray:
 
 def sample_generator(path: str, count: int, resolution: int, seed: int = 0,
                      label: int | None = None) -> np.ndarray:
-    """``count`` uint8 images from a generator SavedModel's ``sample`` signature (chunks of 64).
-
-    Chunk j uses seed ``seed * 1_000_003 + j``; a conditional generator (a ``label`` input)
-    gets ``label`` (default: the melanoma index of the canonical classes).
-    """
-    import tensorflow as tf
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:  # noqa: BLE001  (TF raises many kinds for a broken SavedModel)
-        raise UserError(f"--synthetic={path}: not a loadable SavedModel ({type(e).__name__})") from None
-    if "sample" not in loaded.signatures:
-        raise UserError(f"--synthetic={path}: the SavedModel has no 'sample' signature "
-                        f"(has: {', '.join(loaded.signatures) or 'none'}); export it with melano_tf")
-    fn = loaded.signatures["sample"]
-    inputs = fn.structured_input_signature[1]
-    if "label" in inputs and label is None:
-        from melano_tf.data.records import CLASSES
-        label = CLASSES.index(MELANOMA)
-    out = []
-    done, j = 0, 0
-    while done < count:
-        n = min(SAMPLE_CHUNK, count - done)
-        kw = {"seed": tf.constant(seed * 1_000_003 + j, tf.int64), "count": tf.constant(n, tf.int32)}
-        if "label" in inputs:
-            kw["label"] = tf.constant(label, tf.int32)
-        out.append(fn(**kw)["images_uint8"].numpy())
-        done += n
-        j += 1
-    if not out:
+    """``count`` uint8 images from a generator SavedModel (``melano_tf.serving.generator``, batches
+    of ``SAMPLE_CHUNK``, batch j from seed ``seed * 1_000_003 + j``); a conditional generator
+    gets ``label`` (default: the melanoma index of the canonical classes)."""
+    from melano_tf.serving import generator as client
+    gen = client.load_generator(saved_model=path, flag="--synthetic")
+    if count < 1:
         return np.zeros((0, resolution, resolution, 3), np.uint8)
-    return _resize_batch(np.concatenate(out), resolution)
+    labels = None
+    if gen.conditional:
+        if label is None:
+            from melano_tf.data.records import CLASSES
+            label = CLASSES.index(MELANOMA)
+        labels = np.full(count, label, np.int64)
+    images, _ = client.sample_all(gen, count, seed, SAMPLE_CHUNK, labels, progress=False)
+    return _resize_batch(images, resolution)
 
 
 def list_images(folder: str) -> list[str]:

@@ -5,7 +5,7 @@
 
 Files: ``DIR/000000.png`` ... and ``DIR/manifest.json`` (the generator, seed, batch size, and per
 image its file, label, class and batch seed). Deterministic: the same seed and batch size give the
-same images (batch j uses seed ``seed * 1_000_003 + j``, see ``melano_tf.metrics.sampling``). A
+same images (batch j uses seed ``seed * 1_000_003 + j``, see ``melano_tf.serving.generator``). A
 conditional generator without ``--class`` draws the classes in the proportions of its training set.
 """
 
@@ -50,7 +50,7 @@ def _prepare_out(out: str) -> list[str]:
 def synthesize(model_dir=None, saved_model=None, num_images: int = 64, out: str = "synthetic",
                cls=None, seed: int = 0, batch_size: int = 32, progress: bool = True) -> str:
     """Write the images and the manifest; returns the manifest path."""
-    from melano_tf.metrics import sampling
+    from melano_tf.serving import generator as sampling
     gen = sampling.load_generator(model_dir, saved_model)
     label = gen.label_of(cls)
     labels = sampling.plan_labels(num_images, label, sampling.training_proportions(gen), gen.conditional)
@@ -80,7 +80,7 @@ def _write(gen, out, num_images, labels, cls, seed, batch_size, progress) -> tup
 
 def _write_into(gen, out, num_images, labels, cls, seed, batch_size, progress) -> dict:
     from melano_tf import viz
-    from melano_tf.metrics import sampling
+    from melano_tf.serving import generator as sampling
     os.makedirs(out, exist_ok=True)
     entries, i = [], 0
     for images, labs, s in sampling.generate(gen, num_images, seed, batch_size, labels, progress):

@@ -28,7 +28,8 @@ import numpy as np
 from melano_tf import console, fileio, viz
 from melano_tf.errors import UserError
 from melano_tf.metrics import features as feats
-from melano_tf.metrics import fid, histograms, memorization, msssim, precision_recall, sampling, swd
+from melano_tf.metrics import fid, histograms, memorization, msssim, precision_recall, swd
+from melano_tf.serving import generator as sampling
 
 GRID_IMAGES = 64
 

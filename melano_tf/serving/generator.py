@@ -1,9 +1,11 @@
-"""Drawing images from an exported generator (``melano_tf.train.export``) for synthesis and evaluation.
+"""The one client of an exported generator (``melano_tf.train.export``): load it, draw images.
 
+Used by ``bin/synthesize``, ``bin/evaluate`` (``melano_tf.metrics.evaluate``), the classifier's
+generated melanoma (``melano_tf.classify.data.sample_generator``) and ``bench/quality.py``.
 The SavedModel's ``sample(seed int64, count int32[, label int32])`` signature is called once per
-batch; batch ``j`` uses seed ``seed * 1_000_003 + j`` (the same derivation as
-``melano_tf.classify.data.sample_generator``), so a given ``(seed, batch_size)`` yields the same
-images on any machine; another batch size yields other (equally valid) images.
+batch; batch ``j`` uses seed ``seed * 1_000_003 + j``, so a given ``(seed, batch_size)`` yields the
+same images on any machine; another batch size yields other (equally valid) images. Within a call
+every image gets its own pyramid level noise (``melano_tf.gan.lapgan.LAPGAN.latent_keys``).
 
 A run folder is resolved to ``RUN/saved_model``; its class names come from ``RUN/cache/manifest.json``
 (the labels the generator was trained with) and its settings from ``RUN/config.json``.
@@ -76,8 +78,10 @@ def _read_json(path: str) -> dict:
         return {}
 
 
-def load_generator(model_dir: str | None = None, saved_model: str | None = None) -> Generator:
-    """Load ``RUN/saved_model`` (``model_dir``) or a SavedModel folder; UserError when unusable."""
+def load_generator(model_dir: str | None = None, saved_model: str | None = None,
+                   flag: str = "--saved_model") -> Generator:
+    """Load ``RUN/saved_model`` (``model_dir``) or a SavedModel folder; UserError when unusable
+    (naming ``flag``, the option the SavedModel path came from)."""
     if bool(model_dir) == bool(saved_model):
         raise UserError("give exactly one of --model_dir=RUN and --saved_model=PATH")
     if model_dir:
@@ -91,17 +95,17 @@ def load_generator(model_dir: str | None = None, saved_model: str | None = None)
     else:
         path = saved_model
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-            raise UserError(f"--saved_model={path}: not a SavedModel folder (no saved_model.pb)")
+            raise UserError(f"{flag}={path}: not a SavedModel folder (no saved_model.pb)")
         parent = os.path.dirname(os.path.abspath(path))
         run_dir = parent if os.path.isfile(os.path.join(parent, "config.json")) else None
     import tensorflow as tf
     try:
         loaded = tf.saved_model.load(path)
     except Exception as e:  # noqa: BLE001  (TF raises many kinds for a broken SavedModel)
-        raise UserError(f"{path}: not a loadable SavedModel ({type(e).__name__}: {str(e).splitlines()[0]})") \
-            from None
+        raise UserError(f"{flag if saved_model else '--model_dir'}={path}: not a loadable SavedModel "
+                        f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if "sample" not in loaded.signatures:
-        raise UserError(f"{path}: the SavedModel has no 'sample' signature (has: "
+        raise UserError(f"{flag if saved_model else '--model_dir'}={path}: the SavedModel has no 'sample' signature (has: "
                         f"{', '.join(loaded.signatures) or 'none'}); export it with melano_tf")
     fn = loaded.signatures["sample"]
     conditional = "label" in fn.structured_input_signature[1]
