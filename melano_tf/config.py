@@ -81,6 +81,7 @@ class TrainConfig:
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
     g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
+    noise_init: float = 0.0       # mod with level_inputs=features: initial strength of the injected noise
     conditional: bool = False
     num_classes: int = 0          # filled from the data when conditional
     # optimisation
@@ -161,6 +162,8 @@ class TrainConfig:
                     f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4; use {hint}")
             if self.level_weights and len(self.level_weights) != self.num_levels:
                 raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
+        if not 0.0 <= self.noise_init <= 1.0:
+            raise UserError(f"--noise_init={self.noise_init}: must be in [0, 1] (a strength per feature channel)")
         if self.g_padding == "reflect" and self.g_upsample != "resize":
             raise UserError("--g_padding=reflect needs --g_upsample=resize (a transposed conv has no input "
                             "border to mirror)")

@@ -63,6 +63,9 @@ def define_train_flags() -> None:
                       "mod: each finer level generator sees the upsampled coarse image (image), or also the "
                       "coarser generator's last feature maps, with per-block noise whose strength is learned "
                       "from zero (features; StyleGAN2's skip generator / MSG-GAN).")
+    flags.DEFINE_float("noise_init", d.noise_init,
+                       "mod with --level_inputs=features: initial per-channel strength of the noise injected "
+                       "after every level-generator block (StyleGAN's is 0; the strength is learned either way).")
     flags.DEFINE_enum("pyramid_mode", d.pyramid_mode, list(cfg.PYRAMID_MODES), "Pyramid up/down operators.")
     flags.DEFINE_enum("g_upsample", d.g_upsample, list(cfg.UPSAMPLES),
                       "Generator doubling: 4x4 stride-2 transposed conv (paper) or nearest resize + 3x3 conv.")

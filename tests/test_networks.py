@@ -168,3 +168,28 @@ def test_reflect_padding_same_weights_and_dcgan_generator_builds():
     assert reflect(tf.zeros([2, 8])).shape == (2, 32, 32, 3)
     with pytest.raises(UserError, match="g_padding"):
         networks.dcgan_generator(32, 8, base_filters=16, upsample="resize", padding="mirror")
+
+
+@pytest.mark.parametrize("noise_init", [0.0, 0.1])
+def test_noise_init_sets_the_injected_noise_strength(noise_init):
+    """--noise_init: strength 0 (StyleGAN) makes the level ignore its noise at first; > 0 does not."""
+    keras.utils.set_random_seed(5)
+    g = networks.lapgan_level_generator(16, filters=8, num_blocks=2, noise_channels=2, feature_channels=4,
+                                        noise_init=noise_init)
+    strengths = [w.numpy() for w in g.weights if "strength" in w.path]
+    assert len(strengths) == 2 and all(np.all(s == np.float32(noise_init)) for s in strengths)
+    coarse = tf.random.stateless_normal([2, 16, 16, 3], [1, 2])
+    feats = tf.random.stateless_normal([2, 8, 8, 4], [3, 4])
+    outs = [g([coarse, feats, tf.random.stateless_normal([2, 16, 16, 2], [s, 0])], training=False)[0].numpy()
+            for s in (5, 6)]
+    change = np.abs(outs[0] - outs[1]).max()
+    assert (change == 0.0) if noise_init == 0 else (change > 1e-3)
+    # the strength survives a Keras round trip of the layer's config
+    layer = next(l for l in g.layers if isinstance(l, networks.NoiseInjection))
+    assert networks.NoiseInjection.from_config(layer.get_config()).initial_strength == noise_init
+
+
+def test_noise_init_is_validated():
+    from melano_tf.config import TrainConfig
+    with pytest.raises(UserError, match="--noise_init=-0.5"):
+        TrainConfig(noise_init=-0.5).validate()

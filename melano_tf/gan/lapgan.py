@@ -53,7 +53,7 @@ class LAPGAN(GAN):
             channels = int(gens[-1].outputs[1].shape[-1]) if feats else 0
             gens.append(networks.lapgan_level_generator(
                 r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.noise_channels,
-                num_classes=self.num_classes, feature_channels=channels, padding=c.g_padding,
+                num_classes=self.num_classes, feature_channels=channels, padding=c.g_padding, noise_init=c.noise_init,
                 name=f"generator_level_{k}"))
         return gens
 

@@ -107,16 +107,18 @@ class MinibatchStddev(keras.layers.Layer):
 class NoiseInjection(keras.layers.Layer):
     """Per-pixel noise with a learned per-channel strength (Karras et al. 2019, StyleGAN sec. 2):
     ``h + s_c * n`` with one noise map ``n = noise[..., channel]`` broadcast over the features and
-    ``s`` starting at zero, so a generator adds stochastic detail only as far as the discriminator
-    rewards it (an input noise plane, by contrast, is amplified by the next BatchNorm from the
-    first step)."""
+    ``s`` starting at ``initial_strength`` (StyleGAN: zero, so a generator adds stochastic detail
+    only as far as the discriminator rewards it; an input noise plane, by contrast, is amplified
+    by the next BatchNorm from the first step)."""
 
-    def __init__(self, channel: int = 0, **kwargs):
+    def __init__(self, channel: int = 0, initial_strength: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.channel = int(channel)
+        self.initial_strength = float(initial_strength)
 
     def build(self, input_shape):
-        self.strength = self.add_weight(name="strength", shape=(input_shape[0][-1],), initializer="zeros")
+        self.strength = self.add_weight(name="strength", shape=(input_shape[0][-1],),
+                                        initializer=keras.initializers.Constant(self.initial_strength))
 
     def call(self, inputs):
         h, noise = inputs
@@ -127,7 +129,7 @@ class NoiseInjection(keras.layers.Layer):
         return input_shape[0]
 
     def get_config(self):
-        return {**super().get_config(), "channel": self.channel}
+        return {**super().get_config(), "channel": self.channel, "initial_strength": self.initial_strength}
 
 
 @keras.saving.register_keras_serializable(package="melano_tf")
@@ -313,6 +315,7 @@ def lapgan_level_generator(
     width: float = 1.0,
     feature_channels: int = 0,
     padding: str = "zero",
+    noise_init: float = 0.0,
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level generator (Denton et al. 2015, sec. 3): residual ``h_k`` at ``R`` px.
@@ -326,8 +329,8 @@ def lapgan_level_generator(
     ``feature_channels > 0`` (the modified LAPGAN's ``--level_inputs=features``): a third input,
     the coarser generator's features (B, R/2, R/2, feature_channels), bilinearly upsampled and
     concatenated with ``coarse_up``; the noise is not an input plane but injected after every
-    block's BN with a strength learned from zero (:class:`NoiseInjection`, one of the
-    ``noise_channels = num_blocks`` maps per block); outputs ``[residual, features]``. The level
+    block's BN with a learned strength, initially ``noise_init`` (StyleGAN: 0; :class:`NoiseInjection`,
+    one of the ``noise_channels = num_blocks`` maps per block); outputs ``[residual, features]``. The level
     then knows where the coarse lesion's edges and structures are beyond its own receptive field,
     as in StyleGAN2's skip generator and MSG-GAN (Karnewar & Wang 2020), which this reading of
     "one pyramid trained end to end" becomes.
@@ -361,7 +364,7 @@ def lapgan_level_generator(
         h = _g_conv(h, f, padding, f"conv{i}", use_bias=False, kernel_initializer=_init())
         h = _bn(f"conv{i}_bn")(h)
         if feature_channels > 0:
-            h = NoiseInjection(i, name=f"conv{i}_noise")([h, noise])
+            h = NoiseInjection(i, noise_init, name=f"conv{i}_noise")([h, noise])
         h = keras.layers.ReLU(name=f"conv{i}_relu")(h)
     residual = _g_conv(h, 3, padding, "residual", kernel_initializer=_init(), dtype="float32")
     return keras.Model(inputs, [residual, h] if feature_channels > 0 else residual, name=name)
