@@ -199,3 +199,26 @@ def test_bad_parameters(data, tmp_path):
         _prepare(data, tmp_path / "c", crop="circle")
     with pytest.raises(UserError, match="no manifest.json"):
         cache.load_manifest(str(tmp_path / "nothing"))
+
+
+def test_read_split_is_the_one_reader_of_a_split(data, tmp_path):
+    """examples.read_split: what the shards hold (independent parse above), in order, cut at
+    max_count; the training pipeline decodes the same pixels; an empty split is empty arrays."""
+    from melano_tf import viz
+    from melano_tf.data import examples, pipeline
+    m = _prepare(data, tmp_path / "c", fractions=(0.7, 0.3, 0.0), num_shards=2)
+    c = str(tmp_path / "c")
+    images, labels, ids = examples.read_split(c, "train")
+    expect = _read_examples(m.files("train"))
+    assert list(ids) == [e[0] for e in expect] and list(labels) == [e[1] for e in expect]
+    np.testing.assert_array_equal(images, np.stack([e[2] for e in expect]))
+    two = examples.read_split(c, "train", max_count=2)
+    assert len(two[0]) == 2 and list(two[2]) == list(ids[:2])
+    ds = pipeline.make_dataset(c, "train", 64, shuffle=False, repeat=False, augment=False, drop_remainder=False)
+    piped = np.concatenate([viz.to_uint8(x.numpy()) for x, _ in ds])
+    inter = examples.read_split(c, "train", interleave=True)
+    np.testing.assert_array_equal(inter[0], piped)           # the pipeline's order, exactly
+    assert not np.array_equal(piped, images)                  # two shards: the orders differ
+    assert sorted(inter[2]) == sorted(ids)
+    empty = examples.read_split(c, "test")
+    assert empty[0].shape == (0, RES, RES, 3) and len(empty[1]) == 0

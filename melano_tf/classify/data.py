@@ -88,32 +88,15 @@ def task_label_map(cache_class_names, num_classes: int) -> np.ndarray:
 
 def load_split(cache_dir: str, split: str, num_classes: int) -> Split:
     """Every image of ``split`` of a prepared cache, relabelled for the task."""
-    import tensorflow as tf
-
+    from melano_tf.data import examples
     from melano_tf.data.cache import load_manifest
     m = load_manifest(cache_dir)
     if split not in m.shards:
         raise UserError(f"split={split}: choose one of {', '.join(m.shards)}")
     mapping = task_label_map(m.class_names, num_classes)
-    files = [f for f, s in zip(m.files(split), m.shards[split]) if s["count"] > 0]
-    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
-            "image_id": tf.io.FixedLenFeature([], tf.string)}
-
-    def parse(x):
-        ex = tf.io.parse_single_example(x, spec)
-        return tf.io.decode_png(ex["image"], channels=3), ex["label"], ex["image_id"]
-
-    images, labels, ids = [], [], []
-    if files:
-        for img, lab, iid in tf.data.TFRecordDataset(files).map(parse).batch(256):
-            images.append(img.numpy())
-            labels.append(lab.numpy())
-            ids.append(iid.numpy())
-    if not images:
+    images, labels, ids = examples.read_split(cache_dir, split)
+    if not len(images):
         raise UserError(f"{cache_dir}: split {split} has no images")
-    images = np.concatenate(images)
-    labels = np.concatenate(labels)
-    ids = np.array([i.decode("utf-8") for i in np.concatenate(ids)])
     if labels.min() < 0:
         raise UserError(f"{cache_dir}: unlabeled images; the classifier needs labelled data")
     task = mapping[labels]

@@ -37,7 +37,7 @@ import time
 from PIL import Image
 
 from melano_tf import fileio
-from melano_tf.data import decode
+from melano_tf.data import decode, examples
 from melano_tf.data.records import UNLABELED
 from melano_tf.data.splits import SPLITS, check_fractions, split_records
 from melano_tf.errors import UserError
@@ -232,18 +232,6 @@ def _summary(counts: dict, skipped: collections.Counter, report: str) -> str:
     return line
 
 
-def _example(png: bytes, label: int, group: str, image_id: str, diagnosis: str = ""):
-    import tensorflow as tf
-    f = tf.train.Feature
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": f(bytes_list=tf.train.BytesList(value=[png])),
-        "label": f(int64_list=tf.train.Int64List(value=[label])),
-        "group": f(bytes_list=tf.train.BytesList(value=[group.encode("utf-8")])),
-        "image_id": f(bytes_list=tf.train.BytesList(value=[image_id.encode("utf-8")])),
-        "diagnosis": f(bytes_list=tf.train.BytesList(value=[diagnosis.encode("utf-8")])),
-    })).SerializeToString()
-
-
 def prepare(source, cache_dir: str, resolution: int, crop: str = "center", seed: int = 0,
             fractions=(0.8, 0.1, 0.1), num_shards: int | None = None, workers: int | None = None,
             progress: bool = True) -> Manifest:
@@ -358,7 +346,7 @@ def _build(source, tmp, cache_dir, plan, jobs, shard_counts, workers, progress, 
             else:
                 if current[:2] != (split, shard):
                     open_shard(split, shard)
-                current[2].write(_example(png, rec.label, rec.group, rec.image_id, rec.diagnosis))
+                current[2].write(examples.encode(png, rec.label, rec.group, rec.image_id, rec.diagnosis))
                 if rec.diagnosis:
                     diagnosis_counts[split][rec.diagnosis] += 1
                 counts[split] += 1

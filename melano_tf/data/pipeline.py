@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from melano_tf.data import examples
 from melano_tf.data.cache import load_manifest
 from melano_tf.errors import UserError
 
@@ -72,12 +73,11 @@ def _build(cache_dir, split, batch_size, classes, shuffle, repeat, augment, cach
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle and len(files) > 1:
         ds = ds.shuffle(len(files), seed=seed)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 8)),
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), examples.CYCLE)),
                        num_parallel_calls=AUTOTUNE, deterministic=True)
     if shard_records:
         ds = ds.shard(num_pipelines, pipeline_id)
-    spec = {"image": tf.io.FixedLenFeature([], tf.string),
-            "label": tf.io.FixedLenFeature([], tf.int64)}
+    spec = examples.spec("image", "label")
 
     def parse(x):
         ex = tf.io.parse_single_example(x, spec)

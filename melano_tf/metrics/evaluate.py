@@ -50,23 +50,9 @@ class RealSet:
 def load_split(cache_dir: str, split: str, max_count: int | None = None, with_labels: bool = False):
     """uint8 images of a cache split, in the cache's order (empty array when the split is empty);
     with ``with_labels`` the pair (images, int labels)."""
-    from melano_tf.data import pipeline
-    from melano_tf.data.cache import load_manifest
-    m = load_manifest(cache_dir)
-    if m.counts.get(split, 0) == 0:
-        empty = np.zeros((0, m.resolution, m.resolution, 3), np.uint8)
-        return (empty, np.zeros((0,), np.int32)) if with_labels else empty
-    ds = pipeline.make_dataset(cache_dir, split, 64, shuffle=False, repeat=False, augment=False,
-                               drop_remainder=False)
-    out, labels, n = [], [], 0
-    for x, y in ds:
-        out.append(viz.to_uint8(x.numpy()))
-        labels.append(y.numpy())
-        n += len(out[-1])
-        if max_count and n >= max_count:
-            break
-    images = np.concatenate(out)[:max_count]
-    return (images, np.concatenate(labels)[:max_count]) if with_labels else images
+    from melano_tf.data import examples
+    images, labels, _ = examples.read_split(cache_dir, split, max_count or None, interleave=True)
+    return (images, labels.astype(np.int32)) if with_labels else images
 
 
 def resolve_cache(data_dir: str | None, runs: list[str], resolution: int, out: str, seed: int = 0) -> str:

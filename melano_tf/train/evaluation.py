@@ -21,15 +21,8 @@ from melano_tf import fileio, viz
 
 
 def _real_images(cache_dir: str, count: int) -> np.ndarray:
-    from melano_tf.data import pipeline
-    ds = pipeline.make_dataset(cache_dir, split="train", global_batch_size=min(count, 64), shuffle=False,
-                               repeat=False, augment=False, drop_remainder=False)
-    images = []
-    for x, _ in ds:
-        images.append(viz.to_uint8(x.numpy()))
-        if sum(len(i) for i in images) >= count:
-            break
-    return np.concatenate(images)[:count]
+    from melano_tf.data import examples
+    return examples.read_split(cache_dir, "train", count, interleave=True)[0]
 
 
 class TrainingEvaluator:
