@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from melano_tf import config as cfg
 from melano_tf.gan import base as gan_base
-from melano_tf.gan import losses
+from melano_tf.gan import losses, registry
 from melano_tf.ops import pyramid
 from melano_tf.train import export as gexport
 from melano_tf.train import loop, runtime
@@ -209,3 +209,22 @@ def test_level_noise_upsample_matches_chain(mod_gan):
     z = _z(2, 5)
     images, conds = mod_gan.chain(mod_gan.ema_generators, z)
     np.testing.assert_allclose(conds[1], pyramid.upsample(images[0], mod_gan.config.pyramid_mode), atol=1e-6)
+
+
+def test_generated_labels_follow_the_training_class_frequencies():
+    """A conditional GAN draws G's labels from the real class shares (a class without real images
+    never); without shares it draws them uniformly."""
+    runtime.set_precision("float32")
+    conf = cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), model_dir="/tmp/unused", scheme="dcgan",
+                           latent_dim=LATENT, base_filters=16, min_filters=8, batch_size=2, train_steps=1,
+                           augment="none", conditional=True, num_classes=4)
+    with runtime.make_strategy("one_device").scope():
+        shares = registry.get("dcgan")(conf, num_classes=4, label_probs=[600, 300, 100, 0])
+        uniform = registry.get("dcgan")(conf, num_classes=4)
+    drawn = np.bincount(shares.random_labels(20000, salt=3).numpy(), minlength=4) / 20000
+    np.testing.assert_allclose(drawn, [0.6, 0.3, 0.1, 0.0], atol=0.015)
+    assert drawn[3] == 0.0
+    flat = np.bincount(uniform.random_labels(20000, salt=3).numpy(), minlength=4) / 20000
+    np.testing.assert_allclose(flat, [0.25] * 4, atol=0.015)
+    with pytest.raises(ValueError, match="label_probs"):
+        registry.get("dcgan")(conf, num_classes=4, label_probs=[1, 2])

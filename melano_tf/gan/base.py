@@ -23,6 +23,7 @@ training loop calls outside ``strategy.run``.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from melano_tf.gan import augment as augment_lib
@@ -41,10 +42,16 @@ class GAN(keras.Model):
 
     scheme_name = "base"
 
-    def __init__(self, config, num_classes: int = 0, **kwargs):
+    def __init__(self, config, num_classes: int = 0, label_probs=None, **kwargs):
         super().__init__(name=config.scheme, **kwargs)
         self.config = config
         self.num_classes = num_classes if config.conditional else 0
+        self.label_probs = None
+        if self.num_classes and label_probs is not None:
+            p = np.asarray(label_probs, np.float64)
+            if p.shape != (self.num_classes,) or p.min() < 0 or p.sum() <= 0:
+                raise ValueError(f"label_probs {label_probs}: need {self.num_classes} non-negative values")
+            self.label_probs = tuple(float(v) for v in p / p.sum())
         self.latent_dim = config.latent_dim
         self.resolution = config.data.resolution
         self.generators = self.build_generators()
@@ -229,11 +236,19 @@ class GAN(keras.Model):
         return tf.cast(labels, tf.int32) if self.num_classes else None
 
     def random_labels(self, batch, salt):
-        """Class labels for generated images: uniform over the classes (conditional models only)."""
+        """Class labels for generated images (conditional models only): drawn from ``label_probs``,
+        the real training split's class frequencies, so that the fake pairs (x, y) can match the
+        real joint p(x, y) a projection discriminator compares (Miyato & Koyama 2018) -- with
+        uniform labels D's class-independent term would learn "rare class = fake" and a class
+        without real images would take a share of every batch; uniform without ``label_probs``."""
         if not self.num_classes:
             return None
-        return self._replica_slice(lambda total: tf.random.stateless_uniform(
-            [total], self._seed(salt), 0, self.num_classes, dtype=tf.int32), batch)
+        if self.label_probs is None:
+            return self._replica_slice(lambda total: tf.random.stateless_uniform(
+                [total], self._seed(salt), 0, self.num_classes, dtype=tf.int32), batch)
+        logits = tf.math.log(tf.constant([self.label_probs], tf.float32))   # log 0 = -inf: never drawn
+        return self._replica_slice(lambda total: tf.cast(tf.random.stateless_categorical(
+            logits, total, self._seed(salt))[0], tf.int32), batch)
 
     # ----------------------------------------------------------------- cross-replica bookkeeping
     def ema_decay(self) -> tf.Tensor:

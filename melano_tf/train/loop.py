@@ -136,9 +136,9 @@ def _restore(ckpt, ckpt_dir: str, chief: bool) -> str:
     raise UserError(f"{ckpt_dir}: no readable checkpoint ({'; '.join(errors)}); use a new --model_dir")
 
 
-def build_gan(config: cfg.TrainConfig, strategy, num_classes: int):
+def build_gan(config: cfg.TrainConfig, strategy, num_classes: int, label_probs=None):
     with strategy.scope():
-        gan = registry.get(config.scheme)(config, num_classes=num_classes)
+        gan = registry.get(config.scheme)(config, num_classes=num_classes, label_probs=label_probs)
         gan.compile()
     return gan
 
@@ -173,8 +173,13 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     if config.conditional and num_classes < 2:
         raise UserError("--conditional needs labelled data with at least two classes")
     config = dataclasses.replace(config, num_classes=num_classes)
+    label_probs = None
+    if num_classes:  # generated labels follow the training split's class frequencies (GAN.random_labels)
+        from melano_tf.data.cache import load_manifest
+        counts = load_manifest(cache_dir).class_counts.get("train", {})
+        label_probs = [counts.get(name, 0) for name in class_names]
 
-    gan = build_gan(config, strategy, num_classes)
+    gan = build_gan(config, strategy, num_classes, label_probs)
     ckpt = tf.train.Checkpoint(**gan.checkpoint_items())
     # Every worker saves (saving is collective under MultiWorkerMirroredStrategy), only the chief
     # into checkpoints/; all workers resume from the chief's checkpoints (shared storage).
@@ -207,7 +212,10 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
          f"steps {start}->{config.train_steps}")
 
     fixed_z = tf.random.stateless_normal([config.num_sample_images, config.latent_dim], [config.seed, 424242])
-    fixed_labels = (tf.range(config.num_sample_images, dtype=tf.int32) % num_classes) if num_classes else None
+    fixed_labels = None
+    if num_classes:  # grid columns cycle over the classes that have training images
+        present = [k for k, p in enumerate(label_probs) if p > 0]
+        fixed_labels = tf.constant([present[i % len(present)] for i in range(config.num_sample_images)], tf.int32)
     sums, count, last = {}, 0, None
     t_log, n_log = time.time(), 0
     t_start = time.time()
