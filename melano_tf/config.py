@@ -82,6 +82,7 @@ class TrainConfig:
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
     g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
     noise_init: float = 0.0       # mod with level_inputs=features: initial strength of the injected noise
+    cond_transition: tuple[int, ...] = ()   # conditional: (start, end) steps of the 0 -> 1 class-strength ramp
     conditional: bool = False
     num_classes: int = 0          # filled from the data when conditional
     # optimisation
@@ -162,6 +163,13 @@ class TrainConfig:
                     f"must equal --resolution={self.data.resolution} with a power-of-two base >= 4; use {hint}")
             if self.level_weights and len(self.level_weights) != self.num_levels:
                 raise UserError(f"--level_weights: {len(self.level_weights)} values for --num_levels={self.num_levels}")
+        if self.cond_transition:
+            t = self.cond_transition
+            if len(t) != 2 or not 0 <= t[0] < t[1]:
+                raise UserError(f"--cond_transition={','.join(map(str, t))}: need START,END steps with "
+                                "0 <= START < END")
+            if not self.conditional:
+                raise UserError("--cond_transition ramps the class conditioning in: it needs --conditional")
         if not 0.0 <= self.noise_init <= 1.0:
             raise UserError(f"--noise_init={self.noise_init}: must be in [0, 1] (a strength per feature channel)")
         if self.g_padding == "reflect" and self.g_upsample != "resize":

@@ -63,6 +63,10 @@ def define_train_flags() -> None:
                       "mod: each finer level generator sees the upsampled coarse image (image), or also the "
                       "coarser generator's last feature maps, with per-block noise whose strength is learned "
                       "from zero (features; StyleGAN2's skip generator / MSG-GAN).")
+    flags.DEFINE_list("cond_transition", [str(v) for v in d.cond_transition],
+                      "--conditional: START,END steps over which the class conditioning of G and D's projection "
+                      "is ramped in linearly from 0 (unconditional) to 1 (Shahbazi et al. 2022, against the mode "
+                      "collapse conditioning causes with limited data); empty: conditional from the first step.")
     flags.DEFINE_float("noise_init", d.noise_init,
                        "mod with --level_inputs=features: initial per-channel strength of the noise injected "
                        "after every level-generator block (StyleGAN's is 0; the strength is learned either way).")
@@ -230,6 +234,7 @@ def train_config(default_scheme: str, argv=None) -> cfg.TrainConfig:
         if name in FLAGS:
             kw[name] = FLAGS[name].value
     kw["level_weights"] = _floats("level_weights")
+    kw["cond_transition"] = tuple(int(v) for v in _floats("cond_transition"))
     kw["scheme"] = FLAGS.scheme or default_scheme
     note = reconcile_pyramid(kw, FLAGS.resolution, command_line_flags(argv))
     if note:

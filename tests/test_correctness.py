@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from melano_tf import config as cfg
+from melano_tf.errors import UserError
 from melano_tf.gan import base as gan_base
 from melano_tf.gan import losses, registry
 from melano_tf.ops import pyramid
@@ -228,3 +229,35 @@ def test_generated_labels_follow_the_training_class_frequencies():
     np.testing.assert_allclose(flat, [0.25] * 4, atol=0.015)
     with pytest.raises(ValueError, match="label_probs"):
         registry.get("dcgan")(conf, num_classes=4, label_probs=[1, 2])
+
+
+@pytest.mark.parametrize("scheme", ["dcgan", "mod"])
+def test_cond_transition_starts_unconditional_and_ramps_in(scheme):
+    """--cond_transition=0,4: at step 0 neither G nor D uses the label (lambda = 0); lambda rises by
+    1/4 per step to 1 and stays there; the EMA generator follows; without it lambda is 1."""
+    kw = dict(level_inputs="features") if scheme == "mod" else {}
+    gan, _ = _build(scheme, num_classes=3, cond_transition=(0, 4), **kw)
+    z = _z(2, 11)
+    a, b = tf.constant([0, 0], tf.int32), tf.constant([2, 2], tf.int32)
+    np.testing.assert_array_equal(gan.sample(z, a), gan.sample(z, b))     # the label is multiplied by 0
+    x = gan.sample(z, a)
+    d = gan.discriminators[-1]
+    np.testing.assert_array_equal(d([x, a]), d([x, b]))
+    values = []
+    for _ in range(6):
+        gan.after_step(tf.constant(0.0))
+        values.append(sorted({round(float(s.numpy()), 6) for s in gan._strengths}))
+    assert values == [[0.25], [0.5], [0.75], [1.0], [1.0], [1.0]]
+    assert len(gan._strengths) >= 3 * len(gan.generators)     # G, its EMA copy and D at every level
+    xa, xb = gan.sample(z, a), gan.sample(z, b)     # (an untrained EMA generator's outputs are ~1e-6)
+    assert _max(xa, xb) > 0.01 * float(tf.reduce_max(tf.abs(xa)))
+    assert _max(d([xa, a]), d([xa, b])) > 0.0
+    plain, _ = _build(scheme, num_classes=3, **kw)
+    assert {float(s.numpy()) for s in plain._strengths} == {1.0}
+
+
+def test_cond_transition_is_validated():
+    with pytest.raises(UserError, match="--cond_transition=5,5"):
+        cfg.TrainConfig(conditional=True, cond_transition=(5, 5)).validate()
+    with pytest.raises(UserError, match="needs --conditional"):
+        cfg.TrainConfig(cond_transition=(0, 5)).validate()

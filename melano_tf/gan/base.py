@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from melano_tf.gan import augment as augment_lib
 from melano_tf.gan import losses as losses_lib
+from melano_tf.gan import networks
 
 
 def _replica() -> tuple[tf.Tensor, int]:
@@ -72,6 +73,9 @@ class GAN(keras.Model):
                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self._strengths = [layer.strength for m in self.generators + self.ema_generators + self.discriminators
+                           for layer in m.layers if isinstance(layer, networks.ConditionStrength)]
+        self.set_condition_strength()
         self.built = True  # sub-models are built; fit() must not try to build the wrapper
 
     # ----------------------------------------------------------------- to implement per scheme
@@ -283,6 +287,23 @@ class GAN(keras.Model):
         z = self.normal(batch, [self.latent_dim], salt=4)
         self.generate(self.ema_generators, z, self.random_labels(batch, salt=5), training=True)
 
+    def condition_strength(self, step) -> tf.Tensor:
+        """Transitional training (Shahbazi et al. 2022): ``lambda_t = clip((t - T_s) / (T_e - T_s), 0, 1)``
+        with ``(T_s, T_e) = --cond_transition`` scales G's class input and D's projection term, so the
+        pair starts unconditional (shared across classes, diverse) and ends conditional; 1 without it."""
+        if not self.config.cond_transition:
+            return tf.constant(1.0)
+        start, end = self.config.cond_transition
+        t = (tf.cast(step, tf.float32) - float(start)) / float(end - start)
+        return tf.clip_by_value(t, 0.0, 1.0)
+
+    def set_condition_strength(self) -> None:
+        """Every ConditionStrength of the conditional networks to ``condition_strength(self.step)``."""
+        if self.config.cond_transition:
+            value = self.condition_strength(self.step)
+            for s in self._strengths:
+                s.assign(value)
+
     def after_step(self, real_sign) -> None:
         """EMA of the generators' weights, step counter and ADA probability; cross-replica context.
 
@@ -301,6 +322,7 @@ class GAN(keras.Model):
             due = self.step % aug.interval == aug.interval - 1
             aug.probability.assign(tf.where(due, aug.next_probability(real_sign), aug.probability))
         self.step.assign_add(1)
+        self.set_condition_strength()
 
     # ----------------------------------------------------------------- sampling
     def sample(self, z, labels=None, ema=True, all_levels=False, seed=None):

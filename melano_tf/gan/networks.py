@@ -190,10 +190,28 @@ def _label_input() -> keras.KerasTensor:
     return keras.Input(shape=(), dtype="int32", name="label")
 
 
+@keras.saving.register_keras_serializable(package="melano_tf")
+class ConditionStrength(keras.layers.Layer):
+    """``lambda * x`` with a non-trainable scalar ``lambda`` (1 unless the GAN sets it): the class
+    information a conditional network uses, scaled for transitional training (Shahbazi et al. 2022,
+    "Collapse by Conditioning": start unconditional, inject the classes gradually,
+    ``melano_tf.gan.base.GAN.condition_strength``)."""
+
+    def build(self, input_shape):
+        self.strength = self.add_weight(name="strength", shape=(), initializer="ones", trainable=False)
+
+    def call(self, x):
+        return x * tf.cast(self.strength, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def _projection_logits(features, label, num_classes: int, name: str, init: str = "dcgan"):
     """Projection discriminator head (Miyato & Koyama 2018, eq. 3), float32.
 
-    ``logit = Dense(1)(phi) + sum_i E[y]_i phi_i`` with ``phi`` the flattened features.
+    ``logit = Dense(1)(phi) + lambda sum_i E[y]_i phi_i`` with ``phi`` the flattened features and
+    ``lambda`` a :class:`ConditionStrength` (1 unless transitional training lowers it).
     Without a label: ``Dense(1)(phi)``.
     """
     dim = features.shape[-1]
@@ -207,6 +225,7 @@ def _projection_logits(features, label, num_classes: int, name: str, init: str =
         num_classes, dim, embeddings_initializer=embed_init, dtype="float32",
         name=f"{name}_class_embedding")(label)
     proj = keras.layers.Dot(axes=1, dtype="float32", name=f"{name}_projection")([embed, features])
+    proj = ConditionStrength(dtype="float32", name=f"{name}_condition_strength")(proj)
     return keras.layers.Add(dtype="float32", name=f"{name}_logits_plus_projection")([logits, proj])
 
 
@@ -250,6 +269,7 @@ def dcgan_generator(
         inputs.append(label)
         e = keras.layers.Embedding(num_classes, latent_dim, embeddings_initializer=_init(),
                                    name="class_embedding")(label)
+        e = ConditionStrength(name="condition_strength")(e)
         h = keras.layers.Concatenate(name="z_and_class")([z, e])
     h = keras.layers.Dense(4 * 4 * filters[0], use_bias=False, kernel_initializer=_init(),
                            name="project")(h)
@@ -358,7 +378,7 @@ def lapgan_level_generator(
                                    name="class_embedding")(label)
         e = keras.layers.Reshape((1, 1, label_channels), name="class_to_map")(e)
         e = keras.layers.UpSampling2D(size=resolution, name="class_broadcast")(e)
-        parts.append(e)
+        parts.append(ConditionStrength(name="condition_strength")(e))
     h = keras.layers.Concatenate(name="inputs")(parts)
     for i in range(num_blocks):
         h = _g_conv(h, f, padding, f"conv{i}", use_bias=False, kernel_initializer=_init())
