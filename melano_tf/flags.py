@@ -366,6 +366,8 @@ def define_experiment_flags() -> None:
                          "(as --ema_halflife_images).")
     flags.DEFINE_string("gan_augment", e.gan_augment, "GAN augmentation (as --augment).")
     flags.DEFINE_string("gan_augment_policy", e.gan_augment_policy, "GAN augmentation ops (as --augment_policy).")
+    flags.DEFINE_float("gan_cond_transition", e.gan_cond_transition, "all_conditional: the class conditioning is "
+                       "ramped in from 0 over this fraction of --gan_steps (as --cond_transition=0,N; 0: off).")
     flags.DEFINE_integer("filter_pool", e.filter_pool, "synthetic_filtered: generated candidates drawn per "
                          "wanted melanoma.")
     flags.DEFINE_integer("num_bootstrap", e.num_bootstrap, "Bootstrap resamples of the seeds for the paired "
@@ -401,7 +403,8 @@ def experiment_config():
         "gan_min_filters", "gan_level_filters", "gan_level_blocks", "gan_num_levels", "gan_base_resolution",
         "gan_loss", "gan_g_learning_rate", "gan_d_learning_rate", "gan_beta_1", "gan_beta_2", "gan_r1_gamma",
         "gan_r1_every", "gan_mbstd_group", "gan_g_upsample", "gan_ema_decay", "gan_ema_halflife_images", "gan_augment",
-        "gan_augment_policy", "filter_pool", "num_bootstrap", "deterministic", "deterministic_threads")}
+        "gan_augment_policy", "gan_cond_transition", "filter_pool", "num_bootstrap", "deterministic",
+        "deterministic_threads")}
     conf = exp.ExperimentConfig(
         out_dir=FLAGS.model_dir, resolution=FLAGS.resolution, data_seed=FLAGS.seed, seeds=seeds,
         regimes=tuple(FLAGS.regimes), phantom_counts=tuple(counts), imbalance=FLAGS.imbalance,

@@ -35,7 +35,7 @@ def experiment(phantoms, tmp_path_factory):
         out_dir=str(out / "run"), data_dir=phantoms, resolution=32, seeds=(0, 1), gan_seeds=(0, 1), imbalance=8,
         gan_scheme="dcgan", gan_steps=2, gan_batch_size=4, gan_latent_dim=16, gan_base_filters=32,
         gan_min_filters=8, classifier_steps=2, classifier=ClassifierConfig(batch_size=8, width=4),
-        num_bootstrap=200, export_base=str(out / "export"))
+        num_bootstrap=200, export_base=str(out / "export"), gan_cond_transition=0.5)
     import keras
     policy = keras.mixed_precision.global_policy().name
     try:
@@ -157,6 +157,16 @@ def test_gan_data_lands_in_the_train_split_of_its_cache(tmp_path):
         i = int(f.split("~")[0].split(".")[0][5:])
         with Image.open(os.path.join(out, phantom.IMAGES_DIR, f)) as im:
             assert np.array_equal(np.asarray(im), images[i])
+
+
+def test_gan_config_ramps_the_classes_in_for_the_conditional_generator():
+    conf = exp.ExperimentConfig(gan_steps=500, gan_cond_transition=0.5)
+    assert exp.gan_config(conf, "d").cond_transition == (0, 250)
+    assert exp.gan_config(exp.ExperimentConfig(gan_steps=500, gan_cond_transition=0.0), "d").cond_transition == ()
+    only = exp.ExperimentConfig(gan_steps=500, gan_cond_transition=0.5, gan_data="melanoma_only")
+    assert exp.gan_config(only, "d").cond_transition == () and not exp.gan_config(only, "d").conditional
+    with pytest.raises(exp.UserError, match="gan_cond_transition"):
+        exp.ExperimentConfig(gan_cond_transition=1.5).validate()
 
 
 def test_mean_std_and_table():

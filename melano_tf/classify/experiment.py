@@ -107,6 +107,7 @@ class ExperimentConfig:
     gan_ema_halflife_images: int = 10000
     gan_augment: str = "diffaugment"
     gan_augment_policy: str = "translation,cutout"  # as the flagfiles: no colour op (BENCHMARKS.md, "Quality")
+    gan_cond_transition: float = 0.0      # all_conditional: ramp the classes in over this fraction of gan_steps
     filter_pool: int = 4                  # candidates drawn per wanted filtered melanoma
     num_bootstrap: int = 10000
     deterministic: bool = False
@@ -133,6 +134,8 @@ class ExperimentConfig:
             raise UserError(f"--gan_scheme={self.gan_scheme}: choose one of {', '.join(registry.names())}")
         if self.gan_data not in GAN_DATA:
             raise UserError(f"--gan_data={self.gan_data}: choose one of {', '.join(GAN_DATA)}")
+        if not 0.0 <= self.gan_cond_transition <= 1.0:
+            raise UserError(f"--gan_cond_transition={self.gan_cond_transition}: a fraction of --gan_steps in [0, 1]")
         for name in ("gan_steps", "gan_batch_size", "classifier_steps", "filter_pool", "num_bootstrap",
                      "deterministic_threads"):
             if getattr(self, name) < 1:
@@ -235,6 +238,8 @@ def gan_config(conf: ExperimentConfig, data_dir: str, gan_seed: int = 0, model_d
         mbstd_group=conf.gan_mbstd_group, g_upsample=conf.gan_g_upsample, ema_decay=conf.gan_ema_decay,
         ema_halflife_images=conf.gan_ema_halflife_images, augment=conf.gan_augment,
         augment_policy=conf.gan_augment_policy,
+        cond_transition=(0, max(round(conf.gan_cond_transition * conf.gan_steps), 1))
+        if conditional and conf.gan_cond_transition > 0 else (),
         # as the flagfiles: He-initialised discriminators; mod's finer levels build on coarser features
         d_init="he", level_inputs="features" if conf.gan_scheme == "mod" else "image",
         batch_size=conf.gan_batch_size, train_steps=conf.gan_steps,
