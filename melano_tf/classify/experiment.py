@@ -107,7 +107,7 @@ class ExperimentConfig:
     gan_ema_halflife_images: int = 10000
     gan_augment: str = "diffaugment"
     gan_augment_policy: str = "translation,cutout"  # as the flagfiles: no colour op (BENCHMARKS.md, "Quality")
-    gan_cond_transition: float = 0.0      # all_conditional: ramp the classes in over this fraction of gan_steps
+    gan_cond_transition: float = 0.5      # all_conditional: ramp the classes in over this fraction of gan_steps
     filter_pool: int = 4                  # candidates drawn per wanted filtered melanoma
     num_bootstrap: int = 10000
     deterministic: bool = False
