@@ -56,7 +56,7 @@ def read_split(cache_dir: str, split: str, max_count: int | None = None, interle
     if files:
         if interleave:
             records = tf.data.Dataset.from_tensor_slices(files).interleave(
-                tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), CYCLE)), deterministic=True)
+                tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), CYCLE)))   # sequential: deterministic
         else:
             records = tf.data.TFRecordDataset(files)
         for img, lab, iid in records.map(parse).batch(256):
