@@ -156,8 +156,8 @@ def _train_in_process(monkeypatch, tmp_path, phantom_dir, before_step, **conf):
     seen = {}
     real_build, real_make = loop.build_gan, loop.make_step_fn
 
-    def build(config, strategy, num_classes):
-        gan = real_build(config, strategy, num_classes)
+    def build(config, strategy, num_classes, *rest):
+        gan = real_build(config, strategy, num_classes, *rest)
         with strategy.scope():
             seen["loss_factor"] = tf.Variable(1.0, trainable=False)
         d_loss_fn = gan.d_loss_fn
