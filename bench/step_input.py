@@ -33,7 +33,7 @@ def child(args) -> None:
     from melano_tf.data import pipeline
     from melano_tf.train import loop, runtime
     conf = mflags.train_config("mod")
-    cache_dir, _ = loop.prepare_training_data(conf)
+    cache_dir = loop.prepare_training_data(conf).cache_dir
     strategy = runtime.make_strategy(conf.strategy)
     runtime.set_precision(conf.precision)
     gan = loop.build_gan(conf, strategy, 0)

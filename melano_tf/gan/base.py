@@ -290,9 +290,7 @@ class GAN(keras.Model):
     def condition_strength(self, step) -> tf.Tensor:
         """Transitional training (Shahbazi et al. 2022): ``lambda_t = clip((t - T_s) / (T_e - T_s), 0, 1)``
         with ``(T_s, T_e) = --cond_transition`` scales G's class input and D's projection term, so the
-        pair starts unconditional (shared across classes, diverse) and ends conditional; 1 without it."""
-        if not self.config.cond_transition:
-            return tf.constant(1.0)
+        pair starts unconditional (shared across classes, diverse) and ends conditional."""
         start, end = self.config.cond_transition
         t = (tf.cast(step, tf.float32) - float(start)) / float(end - start)
         return tf.clip_by_value(t, 0.0, 1.0)

@@ -48,8 +48,8 @@ class RealSet:
 
 
 def load_split(cache_dir: str, split: str, max_count: int | None = None, with_labels: bool = False):
-    """uint8 images of a cache split, in the cache's order (empty array when the split is empty);
-    with ``with_labels`` the pair (images, int labels)."""
+    """uint8 images of a cache split, in the unshuffled training pipeline's order (empty array when
+    the split is empty); with ``with_labels`` the pair (images, int labels)."""
     from melano_tf.data import examples
     images, labels, _ = examples.read_split(cache_dir, split, max_count or None, interleave=True)
     return (images, labels.astype(np.int32)) if with_labels else images

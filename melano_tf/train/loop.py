@@ -38,8 +38,9 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def prepare_training_data(config: cfg.TrainConfig, worker_suffix: str = "") -> tuple[str, tuple[str, ...]]:
-    """Cache the training images (phantoms generated once under the run folder if no --data_dir)."""
+def prepare_training_data(config: cfg.TrainConfig, worker_suffix: str = ""):
+    """Cache the training images (phantoms generated once under the run folder if no --data_dir);
+    returns the cache's ``Manifest`` (folder, class names, per-split class counts)."""
     from melano_tf.data import cache, phantom, readers
     d = config.data
     data_dir = d.data_dir
@@ -53,7 +54,7 @@ def prepare_training_data(config: cfg.TrainConfig, worker_suffix: str = "") -> t
                                  follow_outside_links=d.follow_external_symlinks)
     manifest = cache.prepare(source, os.path.join(config.model_dir, "cache" + worker_suffix),
                              resolution=d.resolution, crop=d.crop, seed=d.seed)
-    return manifest.cache_dir, tuple(manifest.class_names)
+    return manifest
 
 
 def check_resume(config: cfg.TrainConfig) -> bool:
@@ -168,15 +169,15 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     per_replica = runtime.check_batch(config.batch_size, strategy)
     chief = runtime.is_chief(strategy)
     suffix = "" if chief else f"-worker{strategy.cluster_resolver.task_id}"
-    cache_dir, class_names = prepare_training_data(config, suffix)
+    manifest = prepare_training_data(config, suffix)
+    cache_dir, class_names = manifest.cache_dir, tuple(manifest.class_names)
     num_classes = len(class_names) if config.conditional else 0
     if config.conditional and num_classes < 2:
         raise UserError("--conditional needs labelled data with at least two classes")
     config = dataclasses.replace(config, num_classes=num_classes)
     label_probs = None
     if num_classes:  # generated labels follow the training split's class frequencies (GAN.random_labels)
-        from melano_tf.data.cache import load_manifest
-        counts = load_manifest(cache_dir).class_counts.get("train", {})
+        counts = manifest.class_counts.get("train", {})
         label_probs = [counts.get(name, 0) for name in class_names]
 
     gan = build_gan(config, strategy, num_classes, label_probs)
@@ -213,7 +214,7 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
 
     fixed_z = tf.random.stateless_normal([config.num_sample_images, config.latent_dim], [config.seed, 424242])
     fixed_labels = None
-    if num_classes:  # grid columns cycle over the classes that have training images
+    if num_classes:  # the grid's labels cycle over the classes that have training images
         present = [k for k, p in enumerate(label_probs) if p > 0]
         fixed_labels = tf.constant([present[i % len(present)] for i in range(config.num_sample_images)], tf.int32)
     sums, count, last = {}, 0, None
