@@ -206,11 +206,18 @@ def border_score(real: np.ndarray, fake: np.ndarray) -> dict:
 
 
 def real_and_fake(model_dir: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(training split, its labels, as many EMA samples drawn with seed ``1000 + seed``) of a run."""
+    """(training split, its labels, as many EMA samples drawn with seed ``1000 + seed``) of a run.
+
+    A class-conditional generator is asked for each class in its training split's shares (as
+    ``bin/evaluate`` does); its samples come back grouped by label, so they are shuffled (seeded)
+    before the grid and the MS-SSIM pairs see them."""
     from melano_tf.serving import generator as sampling
     real, real_y = load_labelled(os.path.join(model_dir, "cache"), "train")
     gen = sampling.load_generator(model_dir=model_dir)
-    fake, _ = sampling.sample_all(gen, len(real), seed=1000 + seed, batch_size=64, progress=False)
+    labels = sampling.plan_labels(len(real), None, sampling.training_proportions(gen), gen.conditional)
+    fake, _ = sampling.sample_all(gen, len(real), seed=1000 + seed, batch_size=64, labels=labels, progress=False)
+    if labels is not None:
+        fake = fake[np.random.default_rng(seed).permutation(len(fake))]
     return real, real_y, fake
 
 
