@@ -336,36 +336,15 @@ def define_experiment_flags() -> None:
     flags.DEFINE_list("regimes", list(e.regimes), "Regimes to run.")
     flags.DEFINE_list("phantom_counts", [f"{k}:{v}" for k, v in e.phantom_counts],
                       "Phantom images per class before melanoma is made rare in the training split.")
-    flags.DEFINE_string("gan_scheme", e.gan_scheme, "Scheme of the generators: any registered one "
-                        "(melano_tf.gan.registry: dcgan, lapgan, mod).")
     flags.DEFINE_enum("gan_data", e.gan_data, list(exp.GAN_DATA), "all_conditional: a class-conditional "
                       "generator on every training lesion, melanoma drawn by label; melanoma_only: the "
                       "paper-like generator on the rare training melanoma only.")
     flags.DEFINE_list("gan_seeds", [str(s) for s in e.gan_seeds], "One generator per seed; classifier seed i "
                       "uses generator i mod len(gan_seeds).")
-    flags.DEFINE_integer("gan_steps", e.gan_steps, "GAN training steps.")
-    flags.DEFINE_integer("gan_batch_size", e.gan_batch_size, "GAN batch size.")
-    flags.DEFINE_integer("gan_latent_dim", e.gan_latent_dim, "GAN latent size.")
-    flags.DEFINE_integer("gan_base_filters", e.gan_base_filters, "GAN filters at 4x4 (dcgan / mod's coarsest level).")
-    flags.DEFINE_integer("gan_min_filters", e.gan_min_filters, "GAN lower bound on filters per layer.")
-    flags.DEFINE_integer("gan_level_filters", e.gan_level_filters, "lapgan/mod: filters of the finer levels.")
-    flags.DEFINE_integer("gan_level_blocks", e.gan_level_blocks, "lapgan/mod: conv blocks per level generator.")
-    flags.DEFINE_integer("gan_num_levels", e.gan_num_levels, "lapgan/mod: pyramid levels.")
-    flags.DEFINE_integer("gan_base_resolution", e.gan_base_resolution, "lapgan/mod: coarsest level (0: derived).")
-    flags.DEFINE_string("gan_loss", e.gan_loss, "GAN adversarial loss (as --loss).")
-    flags.DEFINE_float("gan_g_learning_rate", e.gan_g_learning_rate, "GAN generator learning rate.")
-    flags.DEFINE_float("gan_d_learning_rate", e.gan_d_learning_rate, "GAN discriminator learning rate.")
-    flags.DEFINE_float("gan_beta_1", e.gan_beta_1, "GAN Adam beta_1.")
-    flags.DEFINE_float("gan_beta_2", e.gan_beta_2, "GAN Adam beta_2.")
-    flags.DEFINE_float("gan_r1_gamma", e.gan_r1_gamma, "GAN R1 penalty weight (as --r1_gamma).")
-    flags.DEFINE_integer("gan_r1_every", e.gan_r1_every, "GAN lazy R1 interval in steps (as --r1_every).")
-    flags.DEFINE_integer("gan_mbstd_group", e.gan_mbstd_group, "GAN minibatch-stddev group (as --mbstd_group).")
-    flags.DEFINE_string("gan_g_upsample", e.gan_g_upsample, "GAN generator doubling (as --g_upsample).")
-    flags.DEFINE_float("gan_ema_decay", e.gan_ema_decay, "GAN EMA decay (as --ema_decay).")
-    flags.DEFINE_integer("gan_ema_halflife_images", e.gan_ema_halflife_images, "GAN EMA half-life in images "
-                         "(as --ema_halflife_images).")
-    flags.DEFINE_string("gan_augment", e.gan_augment, "GAN augmentation (as --augment).")
-    flags.DEFINE_string("gan_augment_policy", e.gan_augment_policy, "GAN augmentation ops (as --augment_policy).")
+    define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
+    for key, (field, help_text) in exp.GAN_FLAGS.items():   # the recipe: one table in classify.experiment
+        default = getattr(e.gan, field)
+        define[type(default)](f"gan_{key}", default, help_text)
     flags.DEFINE_float("gan_cond_transition", e.gan_cond_transition, "all_conditional: the class conditioning is "
                        "ramped in from 0 over this fraction of --gan_steps (as --cond_transition=0,N; 0: off).")
     flags.DEFINE_integer("filter_pool", e.filter_pool, "synthetic_filtered: generated candidates drawn per "
@@ -398,18 +377,15 @@ def experiment_config():
     except ValueError:
         raise UserError(f"--gan_seeds={','.join(FLAGS.gan_seeds)}: expected comma-separated integers") from None
     base = classifier_config()
-    gan = {name: FLAGS[name].value for name in (
-        "gan_data", "gan_scheme", "gan_steps", "gan_batch_size", "gan_latent_dim", "gan_base_filters",
-        "gan_min_filters", "gan_level_filters", "gan_level_blocks", "gan_num_levels", "gan_base_resolution",
-        "gan_loss", "gan_g_learning_rate", "gan_d_learning_rate", "gan_beta_1", "gan_beta_2", "gan_r1_gamma",
-        "gan_r1_every", "gan_mbstd_group", "gan_g_upsample", "gan_ema_decay", "gan_ema_halflife_images", "gan_augment",
-        "gan_augment_policy", "gan_cond_transition", "filter_pool", "num_bootstrap", "deterministic",
-        "deterministic_threads")}
+    gan = exp.gan_recipe(**{key: FLAGS[f"gan_{key}"].value for key in exp.GAN_FLAGS})
+    rest = {name: FLAGS[name].value for name in ("gan_data", "gan_cond_transition", "filter_pool", "num_bootstrap",
+                                                 "deterministic", "deterministic_threads")}
     conf = exp.ExperimentConfig(
         out_dir=FLAGS.model_dir, resolution=FLAGS.resolution, data_seed=FLAGS.seed, seeds=seeds,
         regimes=tuple(FLAGS.regimes), phantom_counts=tuple(counts), imbalance=FLAGS.imbalance,
         num_synthetic=FLAGS.num_synthetic, gan_seeds=gan_seeds, classifier_steps=FLAGS.train_steps,
-        classifier=base, export_base=FLAGS.export_base or None, data_dir=FLAGS.data_dir or None, **gan)
+        classifier=base, export_base=FLAGS.export_base or None, data_dir=FLAGS.data_dir or None, gan=gan,
+        **rest)
     conf.validate()
     if conf.generator_regimes:   # the generators' own configs: the same errors as bin/train_*
         exp.gan_config(conf, None).validate()

@@ -54,6 +54,7 @@ from melano_tf.classify import metrics as cmetrics
 from melano_tf.classify import regimes as cregimes
 from melano_tf.classify import train as ctrain
 from melano_tf.classify.config import ClassifierConfig
+from melano_tf.config import DataConfig, TrainConfig
 from melano_tf.errors import UserError
 
 #: Table columns: read-out key, label (threshold chosen on validation, all measured on test).
@@ -69,6 +70,52 @@ DEFAULT_REGIMES = ("baseline", "class_weights", "oversample", "synthetic", "synt
                    "synthetic_oversample", "synthetic_filtered")
 
 
+#: The generators' recipe: the quick start's (configs/quickstart.cfg) as a TrainConfig template;
+#: ``gan_config`` sets the data, run folder, seed, conditioning and cadence of each generator.
+GAN_RECIPE = TrainConfig(
+    scheme="mod", train_steps=500, batch_size=32, latent_dim=64, base_filters=128, min_filters=32,
+    level_filters=32, level_blocks=2, num_levels=3, base_resolution=0, level_inputs="features", loss="nonsaturating",
+    g_learning_rate=2e-4, d_learning_rate=2e-4, beta_1=0.0, beta_2=0.99, r1_gamma=0.1, r1_every=4, mbstd_group=4,
+    d_init="he", g_upsample="resize", ema_decay=0.99, ema_halflife_images=10000, augment="diffaugment",
+    augment_policy="translation,cutout", strategy="one_device")
+
+#: ``--gan_<key>`` -> (the TrainConfig field it sets, help): the one table the flags, the config
+#: and ``gan_recipe`` read (a new recipe flag is one line here).
+GAN_FLAGS = {
+    "scheme": ("scheme", "Scheme of the generators: any registered one (dcgan, lapgan, mod)."),
+    "steps": ("train_steps", "GAN training steps."),
+    "batch_size": ("batch_size", "GAN batch size."),
+    "latent_dim": ("latent_dim", "GAN latent size."),
+    "base_filters": ("base_filters", "GAN filters at 4x4 (dcgan / mod's coarsest level)."),
+    "min_filters": ("min_filters", "GAN lower bound on filters per layer."),
+    "level_filters": ("level_filters", "lapgan/mod: filters of the finer levels."),
+    "level_blocks": ("level_blocks", "lapgan/mod: conv blocks per level generator."),
+    "num_levels": ("num_levels", "lapgan/mod: pyramid levels."),
+    "base_resolution": ("base_resolution", "lapgan/mod: coarsest level (0: derived)."),
+    "loss": ("loss", "GAN adversarial loss (as --loss)."),
+    "g_learning_rate": ("g_learning_rate", "GAN generator learning rate."),
+    "d_learning_rate": ("d_learning_rate", "GAN discriminator learning rate."),
+    "beta_1": ("beta_1", "GAN Adam beta_1."),
+    "beta_2": ("beta_2", "GAN Adam beta_2."),
+    "r1_gamma": ("r1_gamma", "GAN R1 penalty weight (as --r1_gamma)."),
+    "r1_every": ("r1_every", "GAN lazy R1 interval in steps (as --r1_every)."),
+    "mbstd_group": ("mbstd_group", "GAN minibatch-stddev group (as --mbstd_group)."),
+    "g_upsample": ("g_upsample", "GAN generator doubling (as --g_upsample)."),
+    "ema_decay": ("ema_decay", "GAN EMA decay (as --ema_decay)."),
+    "ema_halflife_images": ("ema_halflife_images", "GAN EMA half-life in images (as --ema_halflife_images)."),
+    "augment": ("augment", "GAN augmentation (as --augment)."),
+    "augment_policy": ("augment_policy", "GAN augmentation ops (as --augment_policy)."),
+}
+
+
+def gan_recipe(**overrides) -> TrainConfig:
+    """``GAN_RECIPE`` with ``--gan_<key>`` values, keyed as in ``GAN_FLAGS`` (``steps=2``)."""
+    bad = sorted(set(overrides) - set(GAN_FLAGS))
+    if bad:
+        raise UserError(f"--gan_{bad[0]}: not a GAN recipe flag; they are {', '.join(GAN_FLAGS)}")
+    return dataclasses.replace(GAN_RECIPE, **{GAN_FLAGS[k][0]: v for k, v in overrides.items()})
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     out_dir: str = "runs/imbalance"
@@ -81,32 +128,10 @@ class ExperimentConfig:
                                                    ("seborrheic_keratosis", 400))
     imbalance: float = 20.0
     num_synthetic: int = 0
-    # generators (the recipe mirrors configs/quickstart.cfg)
+    # generators
     gan_data: str = "all_conditional"
     gan_seeds: tuple[int, ...] = (0, 1)
-    gan_scheme: str = "mod"
-    gan_steps: int = 500                  # the quick start's budget: the default experiment fits 45 min on 2 cores
-    gan_batch_size: int = 32
-    gan_latent_dim: int = 64
-    gan_base_filters: int = 128
-    gan_min_filters: int = 32
-    gan_level_filters: int = 32
-    gan_level_blocks: int = 2
-    gan_num_levels: int = 3
-    gan_base_resolution: int = 0          # 0: resolution / 2**(levels-1)
-    gan_loss: str = "nonsaturating"
-    gan_g_learning_rate: float = 2e-4
-    gan_d_learning_rate: float = 2e-4
-    gan_beta_1: float = 0.0
-    gan_beta_2: float = 0.99
-    gan_r1_gamma: float = 0.1
-    gan_r1_every: int = 4
-    gan_mbstd_group: int = 4
-    gan_g_upsample: str = "resize"
-    gan_ema_decay: float = 0.99
-    gan_ema_halflife_images: int = 10000
-    gan_augment: str = "diffaugment"
-    gan_augment_policy: str = "translation,cutout"  # as the flagfiles: no colour op (BENCHMARKS.md, "Quality")
+    gan: TrainConfig = GAN_RECIPE         # the generators' recipe (``--gan_*`` flags, GAN_FLAGS)
     gan_cond_transition: float = 0.5      # all_conditional: ramp the classes in over this fraction of gan_steps
     filter_pool: int = 4                  # candidates drawn per wanted filtered melanoma
     num_bootstrap: int = 10000
@@ -130,16 +155,17 @@ class ExperimentConfig:
         if self.imbalance <= 0:
             raise UserError(f"--imbalance={self.imbalance}: the experiment needs a ratio > 0 (e.g. 20)")
         from melano_tf.gan import registry
-        if self.gan_scheme not in registry.names():
-            raise UserError(f"--gan_scheme={self.gan_scheme}: choose one of {', '.join(registry.names())}")
+        if self.gan.scheme not in registry.names():
+            raise UserError(f"--gan_scheme={self.gan.scheme}: choose one of {', '.join(registry.names())}")
         if self.gan_data not in GAN_DATA:
             raise UserError(f"--gan_data={self.gan_data}: choose one of {', '.join(GAN_DATA)}")
         if not 0.0 <= self.gan_cond_transition <= 1.0:
             raise UserError(f"--gan_cond_transition={self.gan_cond_transition}: a fraction of --gan_steps in [0, 1]")
-        for name in ("gan_steps", "gan_batch_size", "classifier_steps", "filter_pool", "num_bootstrap",
-                     "deterministic_threads"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name}={getattr(self, name)}: must be >= 1")
+        for name, value in (("gan_steps", self.gan.train_steps), ("gan_batch_size", self.gan.batch_size),
+                            ("classifier_steps", self.classifier_steps), ("filter_pool", self.filter_pool),
+                            ("num_bootstrap", self.num_bootstrap), ("deterministic_threads", self.deterministic_threads)):
+            if value < 1:
+                raise UserError(f"--{name}={value}: must be >= 1")
         if self.data_dir is None:
             from melano_tf.data.phantom import CLASS_NAMES
             for name, n in self.phantom_counts:
@@ -220,30 +246,22 @@ def write_gan_data(out_dir: str, images: np.ndarray, ids, seed: int, classes=Non
 
 
 def gan_config(conf: ExperimentConfig, data_dir: str, gan_seed: int = 0, model_dir: str | None = None):
-    """The TrainConfig of one generator: the quick start's recipe (``gan_*`` fields), conditional
-    for ``gan_data=all_conditional`` (then all classes), melanoma only otherwise."""
-    from melano_tf.config import DataConfig, TrainConfig
-    every = max(conf.gan_steps, 1)
+    """The TrainConfig of one generator: ``conf.gan`` (the recipe) on ``data_dir``, conditional for
+    ``gan_data=all_conditional`` (then all classes, the class strength ramped in over
+    ``gan_cond_transition`` of the steps), melanoma only otherwise; one checkpoint and grid at the end."""
+    g = conf.gan
+    every = max(g.train_steps, 1)
     conditional = conf.gan_data == "all_conditional"
-    return TrainConfig(
-        data=DataConfig(data_dir=data_dir, data_format="isic2017", resolution=conf.resolution,
-                        classes=() if conditional else ("melanoma",), seed=conf.data_seed),
+    return dataclasses.replace(
+        g, data=DataConfig(data_dir=data_dir, data_format="isic2017", resolution=conf.resolution,
+                           classes=() if conditional else ("melanoma",), seed=conf.data_seed),
         model_dir=model_dir or os.path.join(conf.out_dir, "gan", f"{conf.gan_data}_seed{gan_seed}"),
-        scheme=conf.gan_scheme, conditional=conditional,
-        latent_dim=conf.gan_latent_dim, base_filters=conf.gan_base_filters, min_filters=conf.gan_min_filters,
-        level_filters=conf.gan_level_filters, level_blocks=conf.gan_level_blocks, num_levels=conf.gan_num_levels,
-        base_resolution=conf.gan_base_resolution, loss=conf.gan_loss,
-        g_learning_rate=conf.gan_g_learning_rate, d_learning_rate=conf.gan_d_learning_rate,
-        beta_1=conf.gan_beta_1, beta_2=conf.gan_beta_2, r1_gamma=conf.gan_r1_gamma, r1_every=conf.gan_r1_every,
-        mbstd_group=conf.gan_mbstd_group, g_upsample=conf.gan_g_upsample, ema_decay=conf.gan_ema_decay,
-        ema_halflife_images=conf.gan_ema_halflife_images, augment=conf.gan_augment,
-        augment_policy=conf.gan_augment_policy,
-        cond_transition=(0, max(round(conf.gan_cond_transition * conf.gan_steps), 1))
+        conditional=conditional,
+        cond_transition=(0, max(round(conf.gan_cond_transition * g.train_steps), 1))
         if conditional and conf.gan_cond_transition > 0 else (),
-        # as the flagfiles: He-initialised discriminators; mod's finer levels build on coarser features
-        d_init="he", level_inputs="features" if conf.gan_scheme == "mod" else "image",
-        batch_size=conf.gan_batch_size, train_steps=conf.gan_steps,
-        strategy="one_device", seed=gan_seed, checkpoint_every=every, sample_every=every,
+        # mod's finer levels build on coarser features; the other schemes have no such input
+        level_inputs=g.level_inputs if g.scheme == "mod" else "image",
+        seed=gan_seed, checkpoint_every=every, sample_every=every,
         summary_every=max(every // 20, 1), log_every=max(every // 10, 1))
 
 
@@ -401,7 +419,7 @@ def _train_generators(conf: ExperimentConfig, out: str, train: cdata.Split, pos:
         gconf = gan_config(conf, gan_data, gs)
         gconf.validate()
         name = f"{conf.gan_data}_seed{gs}"
-        console.say(f"GAN {name} ({conf.gan_scheme}, {conf.gan_steps} steps) on {what}")
+        console.say(f"GAN {name} ({conf.gan.scheme}, {conf.gan.train_steps} steps) on {what}")
         t0 = time.time()
         policy = keras.mixed_precision.global_policy().name
         keras.utils.set_random_seed(gs)                  # initialisation (the loop seeds noise and data)
@@ -525,7 +543,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
         real_mel = train.images[train.labels == pos][:16]
         sections = [(f"real training melanoma ({n_pos} in all)", real_mel)]
         for g in gen_names:
-            sections.append((f"generated melanoma, {g} ({conf.gan_scheme})", pools[g][:16]))
+            sections.append((f"generated melanoma, {g} ({conf.gan.scheme})", pools[g][:16]))
         for g in filtered:
             sections.append((f"filtered, {g}: {filter_info[g]['accepted']} of {filter_info[g]['candidates']} "
                              f"accepted (p >= {filter_info['threshold']:.2f})", filtered[g][:16]))
@@ -583,7 +601,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
     header = (f"Imbalance experiment: melanoma 1:{conf.imbalance:g} in training "
               f"({train.counts(class_names)}), validation {validation.counts(class_names)}, test "
               f"{test.counts(class_names)}, {conf.resolution} px, {template.backbone} {conf.classifier_steps} "
-              f"steps, seeds {list(conf.seeds)}; generators: {conf.gan_scheme} {conf.gan_steps} steps on "
+              f"steps, seeds {list(conf.seeds)}; generators: {conf.gan.scheme} {conf.gan.train_steps} steps on "
               f"{conf.gan_data}, GAN seeds {list(conf.gan_seeds)}"
               + (" (deterministic)" if conf.deterministic else "")
               + ". Decision threshold chosen per run on the validation split (max. balanced accuracy), "
