@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from melano_tf import config as cfg
 from melano_tf.errors import UserError
-from melano_tf.train import loop, runtime
+from melano_tf.train import checkpoints, loop, runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "train_dcgan")
@@ -252,24 +252,24 @@ def test_damaged_newest_indexed_checkpoint_falls_back_to_previous(tmp_path, tiny
     ckpt, manager = _manager(tiny_gan, ckpt_dir)
     for step in (1, 2, 3):
         tiny_gan.step.assign(step)
-        loop._save(tiny_gan, manager, step, chief=True)
+        checkpoints.save(tiny_gan, manager, step, chief=True)
     with open(os.path.join(ckpt_dir, "ckpt-3.data-00000-of-00001"), "r+b") as f:
         f.truncate(1000)
     tiny_gan.step.assign(0)
-    path = loop._restore(tf.train.Checkpoint(**tiny_gan.checkpoint_items()), ckpt_dir, chief=True)
+    path = checkpoints.restore(tf.train.Checkpoint(**tiny_gan.checkpoint_items()), ckpt_dir, chief=True)
     assert path == os.path.join(ckpt_dir, "ckpt-2") and int(tiny_gan.step.numpy()) == 2
     # The index no longer names the damaged checkpoint, so a new save at step 3 is not skipped.
     assert tf.train.latest_checkpoint(ckpt_dir) == path
     _, manager = _manager(tiny_gan, ckpt_dir)
     tiny_gan.step.assign(3)
-    loop._save(tiny_gan, manager, 3, chief=True)
+    checkpoints.save(tiny_gan, manager, 3, chief=True)
     assert int(tf.train.load_checkpoint(tf.train.latest_checkpoint(ckpt_dir)).get_tensor(STEP_KEY)) == 3
     # Nothing readable at all: one clear error, not a traceback from the checkpoint reader.
     for name in glob.glob(os.path.join(ckpt_dir, "ckpt-*.data-*")):
         with open(name, "r+b") as f:
             f.truncate(10)
     with pytest.raises(UserError, match="no readable checkpoint"):
-        loop._restore(tf.train.Checkpoint(**tiny_gan.checkpoint_items()), ckpt_dir, chief=True)
+        checkpoints.restore(tf.train.Checkpoint(**tiny_gan.checkpoint_items()), ckpt_dir, chief=True)
 
 
 @pytest.mark.parametrize("error", [
@@ -280,7 +280,7 @@ def test_full_disk_while_saving_is_a_clear_error_and_keeps_previous(tmp_path, ti
     ckpt_dir = str(tmp_path / "checkpoints")
     ckpt, manager = _manager(tiny_gan, ckpt_dir)
     tiny_gan.step.assign(1)
-    loop._save(tiny_gan, manager, 1, chief=True)
+    checkpoints.save(tiny_gan, manager, 1, chief=True)
     expected = [v.numpy() for v in tiny_gan.generators[0].weights]
     real_save = tf.train.CheckpointManager.save
 
@@ -293,7 +293,7 @@ def test_full_disk_while_saving_is_a_clear_error_and_keeps_previous(tmp_path, ti
     for w in tiny_gan.generators[0].trainable_weights:
         w.assign(w + 1.0)
     with pytest.raises(UserError) as info:
-        loop._save(tiny_gan, manager, 2, chief=True)
+        checkpoints.save(tiny_gan, manager, 2, chief=True)
     msg = str(info.value)
     assert "\n" not in msg and ckpt_dir in msg and "no space" in msg.lower() and "ckpt-1" in msg, msg
     assert info.value.exit_code == 2

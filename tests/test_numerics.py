@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from melano_tf import config as cfg
 from melano_tf.errors import TrainingDiverged
-from melano_tf.train import loop, runtime
+from melano_tf.train import checkpoints, loop, runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "train_dcgan")
@@ -125,7 +125,7 @@ def test_float16_overflow_skips_the_step_halves_the_scale_and_recovers():
     gan.d_loss_fn = lambda real, fake: d_loss_fn(real, fake) * blow_up
     step = loop.make_step_fn(gan, strategy)
     batches = _synthetic_batches(strategy, 3)
-    d_scale0, g_scale0 = loop._loss_scale(gan.d_optimizer), loop._loss_scale(gan.g_optimizer)
+    d_scale0, g_scale0 = checkpoints.loss_scale(gan.d_optimizer), checkpoints.loss_scale(gan.g_optimizer)
 
     d0, g0 = _trainable(gan.discriminators), _trainable(gan.generators)
     out = step(next(batches))
@@ -133,8 +133,8 @@ def test_float16_overflow_skips_the_step_halves_the_scale_and_recovers():
     assert int(gan.skipped_steps.numpy()) == 1 and int(gan.step.numpy()) == 1
     assert _same(_trainable(gan.discriminators), d0), "an overflowing step changed D's weights"
     assert not _same(_trainable(gan.generators), g0)
-    assert loop._loss_scale(gan.d_optimizer) == d_scale0 / 2
-    assert loop._loss_scale(gan.g_optimizer) == g_scale0
+    assert checkpoints.loss_scale(gan.d_optimizer) == d_scale0 / 2
+    assert checkpoints.loss_scale(gan.g_optimizer) == g_scale0
     assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
 
     blow_up.assign(1.0)  # back to normal: the halved scale fits, later steps apply
@@ -144,7 +144,7 @@ def test_float16_overflow_skips_the_step_halves_the_scale_and_recovers():
         assert float(out["skipped"]) == 0.0
         assert int(gan.skipped_steps.numpy()) == 1 and int(gan.step.numpy()) == k
         assert not _same(_trainable(gan.discriminators), d1), f"step {k} did not update D"
-        assert loop._loss_scale(gan.d_optimizer) == d_scale0 / 2
+        assert checkpoints.loss_scale(gan.d_optimizer) == d_scale0 / 2
     weights = [v.numpy() for m in gan.generators + gan.discriminators + gan.ema_generators for v in m.weights]
     assert all(np.isfinite(w.astype("float32")).all() for w in weights)
 

@@ -254,6 +254,21 @@ def test_incompatible_resume_refused(data, run, change, expected):
         assert f.read() == config_before
 
 
+def test_resume_with_a_graph_changing_flag_names_the_flag(data, run, tmp_path):
+    """ADA adds its probability to the checkpoint: a resume with --augment=ada cannot read a
+    checkpoint written without it, and the error says which flag did that (not only "unreadable")."""
+    model_dir = str(tmp_path / "ada")
+    shutil.copytree(run["dir"], model_dir)
+    before = ckpt_state(model_dir)
+    with pytest.raises(UserError) as err:
+        train_quietly(tiny_config(data, model_dir, train_steps=5, augment="ada"))
+    message = str(err.value)
+    assert "\n" not in message and "no readable checkpoint" in message
+    assert "--augment (saved 'none', now 'ada')" in message
+    assert "--precision" not in message              # only what differs
+    assert ckpt_state(model_dir) == before
+
+
 def test_nan_guard_keeps_last_checkpoint(data, run, tmp_path):
     """Learning rates of 1e30 blow the weights up in the first step: the next losses are non-finite."""
     model_dir = str(tmp_path / "diverging")
