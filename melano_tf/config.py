@@ -106,6 +106,7 @@ class TrainConfig:
     precision: str = "auto"
     strategy: str = "auto"
     seed: int = 0
+    steps_per_call: int = 1       # train steps inside one tf.function call (Keras' steps_per_execution)
     # bookkeeping
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
@@ -141,7 +142,7 @@ class TrainConfig:
             if value not in allowed:
                 raise UserError(f"--{name}={value}: choose one of {', '.join(allowed)}")
         positive = ("batch_size", "train_steps", "checkpoint_every", "latent_dim", "summary_every",
-                    "sample_every", "log_every", "num_levels", "level_filters", "min_filters")
+                    "sample_every", "log_every", "num_levels", "level_filters", "min_filters", "steps_per_call")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)}: must be >= 1")

@@ -108,6 +108,8 @@ def define_train_flags() -> None:
     flags.DEFINE_float("ada_target", d.ada_target, "ADA target for mean sign(D(real)).")
     flags.DEFINE_enum("precision", d.precision, list(cfg.PRECISIONS), "Numeric precision policy.")
     flags.DEFINE_enum("strategy", d.strategy, list(cfg.STRATEGIES), "tf.distribute strategy.")
+    flags.DEFINE_integer("steps_per_call", d.steps_per_call, "Train steps per tf.function call (losses reach the "
+                         "host once per call); logs, summaries, grids and checkpoints fall on call boundaries.")
     flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "Steps between checkpoints.")
     flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Checkpoints kept.")
     flags.DEFINE_integer("summary_every", d.summary_every, "Steps between TensorBoard scalars.")

@@ -118,6 +118,37 @@ def test_run_folder(run):
     assert "done: step 3" in run["stdout"]
 
 
+def test_seed_fixes_the_initial_weights(data, tmp_path):
+    """--seed decides the networks' initial weights (not only noise and data order): the same seed
+    builds the same generator and discriminator in one process, another seed other ones."""
+    def weights(seed):
+        gan = loop.build_gan(tiny_config(data, tmp_path, seed=seed), tf.distribute.get_strategy(), 0)
+        return [np.asarray(w) for m in gan.generators + gan.discriminators for w in m.weights]
+    a, b, c = weights(0), weights(0), weights(1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, z) for x, z in zip(a, c) if x.std() > 0)
+
+
+def test_steps_per_call_trains_the_same_steps_with_fewer_host_round_trips(data, run, tmp_path):
+    """Four steps per tf.function call (then a shorter last call of 2) end at the same weights as
+    one step per call; logs, summaries and checkpoints fall on the call boundaries they cross."""
+    ref_dir = new_run_dir(data, tmp_path / "one")
+    train_quietly(tiny_config(data, ref_dir, train_steps=6))
+    multi_dir = new_run_dir(data, tmp_path / "four")
+    result, stdout = train_quietly(tiny_config(data, multi_dir, train_steps=6, steps_per_call=4))
+    assert result["step"] == 6 and result["skipped_steps"] == 0
+    assert "step 4/6" in stdout and "step 6/6" in stdout and "step 1/6" not in stdout
+    ckpts = sorted(n for n in os.listdir(os.path.join(multi_dir, "checkpoints")) if n.endswith(".index"))
+    assert ckpts == ["ckpt-4.index", "ckpt-6.index"]
+    assert [s for s, _ in scalars(os.path.join(multi_dir, "logs"))["train/d_loss"]] == [4, 6]
+    a = tf.train.load_checkpoint(os.path.join(ref_dir, "checkpoints", "ckpt-6"))
+    b = tf.train.load_checkpoint(os.path.join(multi_dir, "checkpoints", "ckpt-6"))
+    names = sorted(n for n in a.get_variable_to_shape_map() if "generator" in n and "OPTIMIZER_SLOT" not in n)
+    assert len(names) > 10
+    for name in names:
+        np.testing.assert_allclose(b.get_tensor(name), a.get_tensor(name), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_sample_pngs(run):
     samples = os.path.join(run["dir"], "samples")
     grid = 4 * (32 + 2) + 2    # 16 images of 32 px in a 4x4 grid with 2 px padding

@@ -422,7 +422,6 @@ def _train_generators(conf: ExperimentConfig, out: str, train: cdata.Split, pos:
         console.say(f"GAN {name} ({conf.gan.scheme}, {conf.gan.train_steps} steps) on {what}")
         t0 = time.time()
         policy = keras.mixed_precision.global_policy().name
-        keras.utils.set_random_seed(gs)                  # initialisation (the loop seeds noise and data)
         try:
             res = loop.train(gconf)
         finally:

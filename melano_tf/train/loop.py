@@ -18,6 +18,7 @@ Re-running the same command resumes from the last checkpoint; SIGINT/SIGTERM sav
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import signal
 import sys
@@ -79,6 +80,10 @@ class _StopSignal:
 
 
 def build_gan(config: cfg.TrainConfig, strategy, num_classes: int, label_probs=None):
+    """The scheme's networks and optimizers under ``strategy``; initial weights follow ``--seed``
+    (noise and data order are seeded from it elsewhere), so one command builds one network."""
+    import keras
+    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         gan = registry.get(config.scheme)(config, num_classes=num_classes, label_probs=label_probs)
         gan.compile()
@@ -90,14 +95,36 @@ def make_step_fn(gan, strategy):
 
     @tf.function
     def step(batch):
-        out = strategy.run(gan.train_step, args=(batch,))
-        reduced = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in out.items()}
-        gan.skipped_steps.assign_add(tf.cast(reduced["skipped"] > 0, tf.int64))
-        gan.after_step(reduced.get("real_sign", tf.constant(0.0)))
-        strategy.run(gan.ema_statistics_step, args=(batch,))
-        return reduced
+        return _one_step(gan, strategy, batch)
 
     return step
+
+
+def _one_step(gan, strategy, batch) -> dict:
+    out = strategy.run(gan.train_step, args=(batch,))
+    reduced = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in out.items()}
+    gan.skipped_steps.assign_add(tf.cast(reduced["skipped"] > 0, tf.int64))
+    gan.after_step(reduced.get("real_sign", tf.constant(0.0)))
+    strategy.run(gan.ema_statistics_step, args=(batch,))
+    return reduced
+
+
+def make_multi_step_fn(gan, strategy):
+    """``call(iterator, n)``: n distributed steps in one ``tf.function`` call (Keras'
+    steps_per_execution), returning each value's mean over the n steps, so the host waits on the
+    device once per call; a non-finite value in any step leaves its mean non-finite (the NaN guard
+    still sees it). ``n`` is a tensor: a shorter last call does not retrace."""
+
+    @tf.function
+    def call(iterator, n):
+        first = _one_step(gan, strategy, next(iterator))
+        totals = {k: tf.cast(v, tf.float32) for k, v in first.items()}
+        for _ in tf.range(n - 1):
+            out = _one_step(gan, strategy, next(iterator))
+            totals = {k: totals[k] + tf.cast(out[k], tf.float32) for k in totals}
+        return {k: v / tf.cast(n, tf.float32) for k, v in totals.items()}
+
+    return call
 
 
 @dataclasses.dataclass
@@ -180,10 +207,11 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     return result
 
 
-def _check_finite(run: _Run, values: dict, step: int, streak: int) -> int:
-    """The NaN guard: the new streak of steps with a non-finite loss; raises on divergence."""
+def _check_finite(run: _Run, values: dict, step: int, streak: int, steps: int = 1) -> int:
+    """The NaN guard: the new streak of steps with a non-finite loss (a call of ``steps`` steps
+    with one counts as ``steps``); raises on divergence."""
     bad = sorted(k for k, v in values.items() if not np.isfinite(v) and k != "skipped")
-    streak = streak + 1 if bad else 0
+    streak = streak + steps if bad else 0
     if bad and (run.policy != "mixed_float16" or streak >= MAX_NONFINITE_STREAK
                 or not checkpoints.finite_weights(run.gan)):
         raise TrainingDiverged(
@@ -191,6 +219,11 @@ def _check_finite(run: _Run, values: dict, step: int, streak: int) -> int:
             f"{f' ({streak} steps in a row)' if streak > 1 else ''}: training stopped; the last good checkpoint "
             f"{run.manager.latest_checkpoint or '(none)'} is untouched (lower the learning rates?)")
     return streak
+
+
+def _due(prev: int, step: int, every: int) -> bool:
+    """A multiple of ``every`` in (prev, step]: with one step per call, ``step % every == 0``."""
+    return step // every > prev // every
 
 
 def _step_loop(run: _Run) -> int:
@@ -202,7 +235,8 @@ def _step_loop(run: _Run) -> int:
     dataset = pipeline.distributed_dataset(
         run.strategy, run.cache_dir, config.batch_size, split="train", seed=config.seed + start,
         cache_in_memory=config.data.cache_in_memory)
-    step_fn = make_step_fn(gan, run.strategy)
+    per_call = config.steps_per_call
+    step_fn = make_step_fn(gan, run.strategy) if per_call == 1 else make_multi_step_fn(gan, run.strategy)
     fixed_z, fixed_labels = summaries.sample_inputs(config, run.label_probs)
     logs = os.path.join(config.model_dir, "logs")
     sums, count, last = {}, 0, None
@@ -215,17 +249,22 @@ def _step_loop(run: _Run) -> int:
     with _StopSignal() as stop:
         step, streak = start, 0
         while step < config.train_steps:
-            out = step_fn(next(iterator))
+            prev = step
+            if per_call == 1:
+                out = step_fn(next(iterator))
+            else:
+                out = step_fn(iterator, tf.constant(min(per_call, config.train_steps - step), tf.int32))
             values = {k: float(v) for k, v in out.items()}
             step = int(gan.step.numpy())
-            streak = _check_finite(run, values, step, streak)
+            streak = _check_finite(run, values, step, streak, step - prev)
             for k, v in values.items():
                 if np.isfinite(v):
                     sums[k] = sums.get(k, 0.0) + v
             count += 1
-            n_log += config.batch_size
+            n_log += config.batch_size * (step - prev)
             at_end = step == config.train_steps
-            if step % config.log_every == 0 or at_end:
+            due = functools.partial(_due, prev, step)
+            if due(config.log_every) or at_end:
                 dt = max(time.time() - t_log, 1e-9)
                 ips = n_log / dt
                 eta = (config.train_steps - step) * config.batch_size / max(ips, 1e-9)
@@ -233,18 +272,18 @@ def _step_loop(run: _Run) -> int:
                      f"  {ips:.1f} img/s  ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
                 last = {"images_per_second": ips}
                 t_log, n_log = time.time(), 0
-            if writer is not None and (step % config.summary_every == 0 or at_end):
+            if writer is not None and (due(config.summary_every) or at_end):
                 with fileio.writing(logs, "TensorBoard summaries", RESUME):
                     summaries.write_scalars(writer, gan, step, {k: v / count for k, v in sums.items()},
                                             (last or {}).get("images_per_second"))
                 sums, count = {}, 0
-            if chief and (step % config.sample_every == 0 or at_end):
+            if chief and (due(config.sample_every) or at_end):
                 summaries.write_samples(gan, writer, step, fixed_z, fixed_labels, config.model_dir)
-            if evaluator is not None and (step % config.eval_every == 0 or at_end):
+            if evaluator is not None and (due(config.eval_every) or at_end):
                 with fileio.writing(config.model_dir, "the evaluation history", RESUME):
                     scores = evaluator(step, writer)
                 _say(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items())))
-            if step % config.checkpoint_every == 0 or at_end or stop.signum:
+            if due(config.checkpoint_every) or at_end or stop.signum:
                 checkpoints.save(gan, run.manager, step, chief)
             if stop.signum:
                 name = signal.Signals(stop.signum).name
