@@ -96,9 +96,9 @@ def test_parse_policy():
 def test_make_augmenter_kinds():
     x = _images(2, 16)
     none = augment.make_augmenter("none")
-    assert none(x, SEED) is x and none.probability is None and none.update(tf.ones([2])) is None
+    assert none(x, SEED) is x and none.probability is None
     diff = augment.make_augmenter("diffaugment", policy="translation")
-    assert diff.probability is None and diff.update(tf.ones([2])) is None
+    assert diff.probability is None
     np.testing.assert_array_equal(diff(x, SEED).numpy(),
                                   augment.diff_augment(x, SEED, "translation").numpy())
     ada = augment.make_augmenter("ada")
@@ -119,18 +119,25 @@ def test_ada_probability_extremes():
     assert float(tf.reduce_sum(tf.abs(tape.gradient(y, x)))) > 0
 
 
+def _update(ada, real_logits):
+    """What GAN.after_step does every `interval` steps (one replica): r_t, then the new p."""
+    p = ada.next_probability(augment.real_sign_mean(real_logits))
+    ada.probability.assign(p)
+    return p
+
+
 def test_ada_update_rises_on_overfit_falls_otherwise():
     ada = augment.AdaptiveAugment(speed=0.1)
     overfit = tf.constant([[2.0], [0.5], [1.0], [3.0]])  # r_t = 1 > 0.6
     mixed = tf.constant([[2.0], [-0.5], [1.0], [-3.0]])  # r_t = 0 < 0.6
-    p = [float(ada.update(overfit)) for _ in range(3)]
+    p = [float(_update(ada, overfit)) for _ in range(3)]
     np.testing.assert_allclose(p, [0.1, 0.2, 0.3], atol=1e-6)
-    assert float(ada.update(mixed)) == pytest.approx(0.2)
+    assert float(_update(ada, mixed)) == pytest.approx(0.2)
     for _ in range(20):
-        ada.update(overfit)
+        _update(ada, overfit)
     assert float(ada.probability) == 1.0
     for _ in range(30):
-        ada.update(mixed)
+        _update(ada, mixed)
     assert float(ada.probability) == 0.0
     assert augment.ada_speed(64, 4, 500) == pytest.approx(64 * 4 / 500_000)
 
@@ -140,7 +147,7 @@ def test_ada_in_tf_function_and_checkpoint(tmp_path):
 
     @tf.function
     def step(x, logits, seed):
-        return ada(x, seed), ada.update(logits)
+        return ada(x, seed), _update(ada, logits)
 
     y, p = step(_images(2, 16), tf.ones([2, 1]), SEED)
     assert y.shape == (2, 16, 16, 3) and float(p) == 0.25
@@ -167,8 +174,9 @@ def test_ada_mirrored_keeps_one_probability():
     values = strategy.experimental_distribute_values_from_function(logits)
 
     @tf.function
-    def step(v):
-        return strategy.run(ada.update, args=(v,))
+    def step(v):   # as the loop: per-replica r_t, reduced, then the cross-replica update (GAN.after_step)
+        r_t = strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(augment.real_sign_mean, args=(v,)), axis=None)
+        ada.probability.assign(ada.next_probability(r_t))
 
     step(values)
     step(values)

@@ -181,7 +181,7 @@ def real_sign_mean(real_logits) -> tf.Tensor:
 
 
 class NoAugment:
-    """Identity augmenter: ``aug(x, seed) = x``; ``probability`` is None; ``update`` no-op."""
+    """Identity augmenter: ``aug(x, seed) = x``; ``probability`` is None (nothing adapts)."""
 
     probability = None
     policy: Tuple[str, ...] = ()
@@ -191,9 +191,6 @@ class NoAugment:
 
     def __call__(self, x, seed=None):
         return x
-
-    def update(self, real_logits):
-        return None
 
 
 class DiffAugment(NoAugment):
@@ -217,10 +214,10 @@ class AdaptiveAugment(keras.layers.Layer):
     ``g_b ~ Bernoulli(p)`` per example; ``p = 0`` is the identity, ``p = 1`` equals
     :func:`diff_augment` with the same seed.
 
-    ``update(real_logits)``: ``r_t = E[sign(D(x_real))]`` (all-reduced as a mean over replicas when
-    called in a replica context, so every replica keeps the same ``p``), then
-    ``p <- clip(p + sign(r_t - target) * speed, 0, 1)``; returns the new ``p``. Call it every
-    ``interval`` batches (the caller counts). Default ``speed = 1/500``: 500 updates (2000 batches
+    ``next_probability(r_t)``: ``clip(p + sign(r_t - target) * speed, 0, 1)`` for
+    ``r_t = E[sign(D(x_real))]`` (:func:`real_sign_mean`) already averaged over replicas; the GAN
+    assigns it every ``interval`` steps in cross-replica context (``GAN.after_step``), so every
+    replica keeps the same ``p``. Default ``speed = 1/500``: 500 updates (2000 batches
     at ``interval=4``) move ``p`` from 0 to 1; :func:`ada_speed` gives Karras's rate.
 
     ``probability`` is a non-trainable float32 scalar weight (aggregation MEAN, synchronization
@@ -265,15 +262,6 @@ class AdaptiveAugment(keras.layers.Layer):
             gate = tf.reshape(gate < p, [-1, 1, 1, 1])
             x = tf.where(gate, augmented, x)
         return x
-
-    def update(self, real_logits) -> tf.Tensor:
-        r_t = real_sign_mean(real_logits)
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            r_t = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, r_t)
-        new_p = self.next_probability(r_t)
-        self.probability.assign(new_p)
-        return new_p
 
     def next_probability(self, r_t) -> tf.Tensor:
         """``clip(p + sign(r_t - target) * speed, 0, 1)`` for an already averaged ``r_t``."""
