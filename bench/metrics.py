@@ -48,7 +48,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from melano_tf.metrics import features, fid, histograms, memorization, msssim, swd
+    from melano_tf.metrics import features, fid, histograms, kid, memorization, msssim, swd
 
     n, r, full = a.num_images, a.resolution, a.full
     rng = np.random.default_rng(0)
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"{'swd distance, one level':34s} {t_level:9.2f} s  ({rows} descriptors, 4 x 128 directions)")
     dim = 480 if a.skip_inception else 2048
     acts = rng.standard_normal((full, dim)), rng.standard_normal((full, dim))
-    t_kid = timed(fid.kid_from_activations, *acts)
+    t_kid = timed(kid.kid_from_activations, *acts)
     t_fid = timed(fid.fid_from_activations, *acts)
     print(f"{'KID, 100 subsets of 1000':34s} {t_kid:9.2f} s  ({dim}-d)")
     print(f"{'FID':34s} {t_fid:9.2f} s  ({dim}-d)")

@@ -112,7 +112,7 @@ def train(name: str, flagfile: str, extra: list[str], seed: int) -> tuple[str, f
 # ------------------------------------------------------------------------------------------ scoring
 
 def load_labelled(cache_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from melano_tf.metrics.evaluate import load_split
+    from melano_tf.evaluation.evaluate import load_split
     return load_split(cache_dir, split, with_labels=True)
 
 
@@ -230,8 +230,9 @@ def _border_for(model_dir: str, seed: int) -> dict:
 def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> dict:
     """Every figure of one run against its training split (samples: as many as real images)."""
     from melano_tf import viz
-    from melano_tf.metrics import METRICS, fid, histograms
+    from melano_tf.metrics import METRICS, histograms
     from melano_tf.metrics import features as feats
+    from melano_tf.metrics.kid import kid_from_activations
     from melano_tf.metrics.precision_recall import precision_recall_from_activations
     real, real_y, fake = real_and_fake(model_dir, seed)
     out = {}
@@ -258,7 +259,7 @@ def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> di
         extract = feats.random_conv()
     act_r, act_f = np.asarray(extract(real)), np.asarray(extract(fake))
     act_a, act_b = np.asarray(extract(a)), np.asarray(extract(b))
-    kid, _ = fid.kid_from_activations(act_r, act_f, 50, min(len(real), len(fake), 500), seed)
+    kid, _ = kid_from_activations(act_r, act_f, 50, min(len(real), len(fake), 500), seed)
     out["kid_x1e3"] = 1e3 * kid
     pr = precision_recall_from_activations(act_r, act_f)
     out["precision"], out["recall"] = pr["precision"], pr["recall"]

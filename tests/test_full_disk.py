@@ -227,7 +227,7 @@ def test_evaluate_full_disk_names_out_or_stats_dir_and_keeps_the_earlier_report(
                                                                                    monkeypatch):
     import numpy as np
 
-    from melano_tf.metrics import evaluate
+    from melano_tf.evaluation import evaluate
     out, stats = tmp_path / "eval", tmp_path / "stats"
     out.mkdir()
     (out / "metrics.json").write_text('{"earlier": true}\n')

@@ -10,7 +10,8 @@ import scipy.stats
 from melano_tf import metrics
 from melano_tf.data import phantom
 from melano_tf.errors import UserError
-from melano_tf.metrics import features, fid, histograms, memorization, msssim, swd
+from melano_tf.evaluation import online
+from melano_tf.metrics import feature_cache, features, fid, histograms, kid, memorization, msssim, swd
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +49,13 @@ def test_kid_matches_direct_formula():
     syy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
     sxy = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
     ref = sxx / (m * (m - 1)) + syy / (m * (m - 1)) - 2 * sxy / m ** 2
-    assert fid.mmd2_unbiased(x, y) == pytest.approx(ref, rel=1e-10)
-    mean, std = fid.kid_from_activations(x, y, num_subsets=3, subset_size=100)
+    assert kid.mmd2_unbiased(x, y) == pytest.approx(ref, rel=1e-10)
+    mean, std = kid.kid_from_activations(x, y, num_subsets=3, subset_size=100)
     assert mean == pytest.approx(ref, rel=1e-10) and std == pytest.approx(0.0, abs=1e-12)
     # unbiased: same distribution -> near 0 (either sign); shifted -> clearly positive
     a, b = rng.standard_normal((400, 8)), rng.standard_normal((400, 8))
-    same, _ = fid.kid_from_activations(a, b, num_subsets=10, subset_size=200)
-    shifted, _ = fid.kid_from_activations(a, b + 1.0, num_subsets=10, subset_size=200)
+    same, _ = kid.kid_from_activations(a, b, num_subsets=10, subset_size=200)
+    shifted, _ = kid.kid_from_activations(a, b + 1.0, num_subsets=10, subset_size=200)
     assert abs(same) < 0.02 < shifted
 
 
@@ -244,8 +245,8 @@ def test_extractors_registry_fallback_and_cache(tmp_path, monkeypatch, lesions):
         features.get_extractor("classifier:/nonexistent")
     calls = []
     key = {"content_hash": "abc", "extractor": ex.key, "split": "train", "count": 5}
-    act, hit = fid.cached_activations(key, lambda: calls.append(1) or a, str(tmp_path / "stats"))
-    act2, hit2 = fid.cached_activations(key, lambda: calls.append(1) or a, str(tmp_path / "stats"))
+    act, hit = feature_cache.cached_activations(key, lambda: calls.append(1) or a, str(tmp_path / "stats"))
+    act2, hit2 = feature_cache.cached_activations(key, lambda: calls.append(1) or a, str(tmp_path / "stats"))
     assert (hit, hit2, len(calls)) == (False, True, 1) and np.array_equal(act, act2)
     # the registry entry is the Frechet distance of the extractor's features (reference: the trace of
     # sqrt(S1 S2) as the sum of the square roots of its eigenvalues, real and >= 0 for PSD S1, S2)
@@ -287,13 +288,26 @@ def test_registry_names_and_unknown():
         metrics.compute("nope", None, None)
 
 
+def test_every_registered_metric_reports_its_headline_and_floor():
+    rng = np.random.default_rng(5)
+    real, fake = (rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8) for _ in range(2))
+    ex = features.random_conv()
+    for name, m in metrics.METRICS.items():
+        assert m.name == name and m.direction in metrics.DIRECTIONS, name
+        out = m(real, fake, extractor=ex, num_pairs=4, num_subsets=2)
+        assert m.headline in out and np.isfinite(out[m.headline]), (name, sorted(out))
+        assert m.floor is None or m.floor in out, (name, m.floor)
+    with pytest.raises(ValueError, match="direction"):
+        metrics.Metric("x", fid.fid, "closer", "fid")  # closer to what: no floor
+
+
 def test_online_evaluator_ranks_closer_samples_better(lesions):
-    from melano_tf.metrics import online
     ev = online.OnlineEvaluator(lesions[:24])
     same, good, bad = ev(lesions[:24]), ev(lesions[24:48]), ev(_gamma(lesions[24:48], 2.5))
     collapsed = ev(np.repeat(lesions[24:25], 24, axis=0))  # one image 24 times: realistic, no coverage
     assert set(good) == {"eval/swd", "eval/swd_floor", "eval/kid", "eval/precision", "eval/recall",
                          "eval/color_w1", "eval/color_w1_floor"}
+    assert set(online.DIRECTIONS) <= set(good) and online.DIRECTIONS["eval/recall"] == "higher"
     assert good["eval/swd"] < bad["eval/swd"] and good["eval/kid"] < bad["eval/kid"]
     # precision / recall (higher is better) on the KID features
     assert same["eval/precision"] == 1.0 and same["eval/recall"] == 1.0
@@ -309,7 +323,6 @@ def test_online_evaluator_ranks_closer_samples_better(lesions):
 
 def test_online_color_w1_is_mean_of_rgb_and_lab_channel_w1(lesions):
     from skimage import color
-    from melano_tf.metrics import online
     a, b = lesions[:24], _gamma(lesions[24:48], 2.5)
     ref = []
     for to_values in (lambda x: x.reshape(-1, 3).astype(np.float64),

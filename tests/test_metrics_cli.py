@@ -83,7 +83,7 @@ def test_bin_evaluate_end_to_end(run_dir, tmp_path, capsys):
     assert res["real"]["train_images"] == 36 and res["real"]["heldout_images"] == 12
 
     # in-process, same settings: the real features come from the cache, the numbers are the same
-    from melano_tf.metrics import evaluate
+    from melano_tf.evaluation import evaluate
     again = evaluate.evaluate([run_dir], str(tmp_path / "again"), num_samples=24, stats_dir=str(tmp_path / "stats"),
                               msssim_pairs=20, kid_subset_size=12, features_spec="random_conv", progress=False)
     assert "real features: cached" in capsys.readouterr().out

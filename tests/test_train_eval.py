@@ -6,7 +6,7 @@ import math
 import tensorflow as tf
 
 from melano_tf import config as cfg
-from melano_tf.metrics import online
+from melano_tf.evaluation import online
 from melano_tf.train import loop
 
 

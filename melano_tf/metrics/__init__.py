@@ -1,29 +1,63 @@
 """Evaluation metrics for synthetic image sets; each module is pure numpy/scipy/TensorFlow.
 
-Registry: ``METRICS[name](real, fake, **kw) -> {key: float}`` with ``real`` and ``fake`` uint8
-(N, H, W, 3) sRGB images. Keys are ``/``-separated (``swd/128``, ``hist/lab/L/w1``...).
+Registry: ``METRICS[name]`` is a :class:`Metric`; ``METRICS[name](real, fake, **kw) -> {key: float}``
+with ``real`` and ``fake`` uint8 (N, H, W, 3) sRGB images. Keys are ``/``-separated (``swd/128``,
+``hist/lab/L/w1``...). Each entry also names its headline key, which way is better for it, and the
+real-vs-real reference key it reports beside it, if any.
 
 ====================  =======================================================================================
 ``histograms``        the paper's per-channel colour histograms: W1, chi-square, JS (RGB, HSV, Lab)
 ``swd``               sliced Wasserstein distance over a Laplacian pyramid (x1e3) with its real-vs-real floor
 ``msssim``            mean MS-SSIM of random pairs, synthetic and real (diversity)
-``fid`` / ``kid``     Frechet / kernel inception distance over a feature extractor (``extractor=``)
+``fid``               Frechet inception distance over a feature extractor (``extractor=``)
+``kid``               kernel inception distance (unbiased MMD^2, cubic kernel) over a feature extractor
 ``precision_recall``  k-NN manifold precision (realism) and recall (coverage) over an extractor, k=3
 ``memorization``      nearest training image per sample vs real-to-real nearest neighbours
 ====================  =======================================================================================
 
-Extractors for fid/kid/precision_recall/memorization: :mod:`melano_tf.metrics.features`. The
-``bin/evaluate`` binary (:mod:`melano_tf.cli.evaluate`) runs them with cached real-set features.
+Extractors for fid/kid/precision_recall/memorization: :mod:`melano_tf.metrics.features`; the on-disk
+cache of the real set's activations: :mod:`melano_tf.metrics.feature_cache`. Running the metrics on
+trained generators (``bin/evaluate``, the in-training scorer, report.html) is :mod:`melano_tf.evaluation`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 from melano_tf.metrics import fid as _fid
 from melano_tf.metrics import histograms as _histograms
+from melano_tf.metrics import kid as _kid
 from melano_tf.metrics import memorization as _memorization
 from melano_tf.metrics import msssim as _msssim
 from melano_tf.metrics import precision_recall as _precision_recall
 from melano_tf.metrics import swd as _swd
+
+#: Which way is better for a headline: lower, higher, or closer to the real-vs-real reference.
+DIRECTIONS = ("lower", "higher", "closer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A registry entry: ``fn(real, fake, **kw) -> {key: float}`` (call the Metric itself alike).
+
+    headline: the key that sums it up; direction: which way is better for it (:data:`DIRECTIONS`;
+    ``closer`` means closer to ``floor``); floor: the real-vs-real reference key in the same
+    output, or None when the entry reports none.
+    """
+
+    name: str
+    fn: Callable[..., dict]
+    direction: str
+    headline: str
+    floor: str | None = None
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS or (self.direction == "closer" and self.floor is None):
+            raise ValueError(f"metric {self.name}: direction {self.direction!r} (floor {self.floor!r})")
+
+    def __call__(self, real, fake, **kw) -> dict:
+        return self.fn(real, fake, **kw)
 
 
 def _swd_with_floor(real, fake, seed: int = 0, normalize: str = "separate", **_) -> dict:
@@ -37,15 +71,15 @@ def _swd_with_floor(real, fake, seed: int = 0, normalize: str = "separate", **_)
     return out
 
 
-METRICS = {
-    "histograms": _histograms.histograms,
-    "swd": _swd_with_floor,
-    "msssim": _msssim.msssim,
-    "fid": _fid.fid,
-    "kid": _fid.kid,
-    "precision_recall": _precision_recall.precision_recall,
-    "memorization": _memorization.memorization,
-}
+METRICS = {m.name: m for m in (
+    Metric("histograms", _histograms.histograms, "lower", "hist/lab/mean/js"),
+    Metric("swd", _swd_with_floor, "lower", "swd/mean", "swd_floor/mean"),
+    Metric("msssim", _msssim.msssim, "closer", "msssim/fake", "msssim/real"),
+    Metric("fid", _fid.fid, "lower", "fid"),
+    Metric("kid", _kid.kid, "lower", "kid"),
+    Metric("precision_recall", _precision_recall.precision_recall, "higher", "precision"),
+    Metric("memorization", _memorization.memorization, "lower", "mem/pixel/frac_below_real_min"),
+)}
 
 
 def compute(name: str, real, fake, **kw) -> dict:

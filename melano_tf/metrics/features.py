@@ -229,3 +229,9 @@ def get_extractor(specs=DEFAULT_SPECS, inception_weights: str | None = None, log
             return random_conv()
         raise UserError(f"--features={spec}: unknown extractor (inception, classifier:PATH, random_conv)")
     raise UserError(f"--features={','.join(specs)}: none is available; add random_conv as a last resort")
+
+
+def resolve_extractor(extractor=None) -> Extractor:
+    """``extractor`` itself if it is an :class:`Extractor`, else :func:`get_extractor` of the spec
+    (None: ``random_conv``); what the registry entries fid, kid and precision_recall take."""
+    return extractor if isinstance(extractor, Extractor) else get_extractor(extractor or "random_conv")

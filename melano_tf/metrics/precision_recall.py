@@ -99,7 +99,7 @@ def precision_recall(real, fake, extractor=None, k: int = K, act_real=None, **_)
     extractor: a :class:`melano_tf.metrics.features.Extractor` or a spec (default random_conv), as
     for ``fid``/``kid``; ``act_real``: the real set's activations when already computed.
     """
-    from melano_tf.metrics import fid
-    ex = fid._extractor(extractor)
+    from melano_tf.metrics import features
+    ex = features.resolve_extractor(extractor)
     act_real = ex(real) if act_real is None else act_real
     return precision_recall_from_activations(act_real, ex(fake), k)

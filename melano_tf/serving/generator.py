@@ -1,6 +1,6 @@
 """The one client of an exported generator (``melano_tf.train.export``): load it, draw images.
 
-Used by ``bin/synthesize``, ``bin/evaluate`` (``melano_tf.metrics.evaluate``), the classifier's
+Used by ``bin/synthesize``, ``bin/evaluate`` (``melano_tf.evaluation.evaluate``), the classifier's
 generated melanoma (``melano_tf.classify.data.sample_generator``) and ``bench/quality.py``.
 The SavedModel's ``sample(seed int64, count int32[, label int32])`` signature is called once per
 batch; batch ``j`` uses seed ``seed * 1_000_003 + j``, so a given ``(seed, batch_size)`` yields the

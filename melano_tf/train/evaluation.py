@@ -2,7 +2,7 @@
 best checkpoint kept.
 
 Every N steps ``eval_samples`` images from fixed latents are scored against as many real
-training images with :class:`melano_tf.metrics.online.OnlineEvaluator` (lower is better);
+training images with :class:`melano_tf.evaluation.online.OnlineEvaluator` (lower is better);
 scores go to TensorBoard (``eval/swd``, ``eval/kid``, ``eval/swd_floor``, ``eval/precision``,
 ``eval/recall``, ``eval/color_w1``, ``eval/color_w1_floor``) and to
 ``RUN/eval.jsonl``; when ``--best_metric`` improves, the model is checkpointed into
@@ -27,7 +27,7 @@ def _real_images(cache_dir: str, count: int) -> np.ndarray:
 
 class TrainingEvaluator:
     def __init__(self, gan, config, cache_dir: str, checkpoint: tf.train.Checkpoint):
-        from melano_tf.metrics.online import OnlineEvaluator
+        from melano_tf.evaluation.online import OnlineEvaluator
         self.gan, self.config = gan, config
         self.key = f"eval/{config.best_metric}"
         real = _real_images(cache_dir, config.eval_samples)

@@ -3,7 +3,7 @@
 Real side (computed once, shared by all runs): the training split of the cache (at most
 ``max_real`` images) is the reference for histograms, SWD, FID/KID and memorization; validation +
 test images are the held-out reference of memorization. Its features are cached on disk, keyed by
-the cache's content hash and the extractor (:func:`melano_tf.metrics.fid.cached_activations`).
+the cache's content hash and the extractor (:func:`melano_tf.metrics.feature_cache.cached_activations`).
 
 Per run: ``num_samples`` images from ``RUN/saved_model`` (a conditional generator in its training
 class proportions), then every metric of :mod:`melano_tf.metrics`. Output folder::
@@ -28,7 +28,7 @@ import numpy as np
 from melano_tf import console, fileio, viz
 from melano_tf.errors import UserError
 from melano_tf.metrics import features as feats
-from melano_tf.metrics import fid, histograms, memorization, msssim, precision_recall, swd
+from melano_tf.metrics import feature_cache, fid, histograms, kid, memorization, msssim, precision_recall, swd
 from melano_tf.serving import generator as sampling
 
 GRID_IMAGES = 64
@@ -110,7 +110,7 @@ class _Timer:
 def evaluate(model_dirs: list[str], out: str, data_dir: str | None = None, num_samples: int = 2000,
              max_real: int = 10000, features_spec=feats.DEFAULT_SPECS, inception_weights: str | None = None,
              stats_dir: str | None = None, msssim_pairs: int = msssim.NUM_PAIRS,
-             kid_subset_size: int = fid.SUBSET_SIZE, seed: int = 0, batch_size: int = 32,
+             kid_subset_size: int = kid.SUBSET_SIZE, seed: int = 0, batch_size: int = 32,
              progress: bool = True) -> dict:
     """Evaluate every run in ``model_dirs``; writes ``out/metrics.json``, plots, ``report.html``.
 
@@ -153,11 +153,11 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
     with timer("real features"):
         key = {"content_hash": real.content_hash, "extractor": ex.key, "count": len(real.train),
                "resolution": real.resolution}
-        act_train, hit = fid.cached_activations({**key, "split": "train"}, lambda: ex(real.train), stats_dir)
+        act_train, hit = feature_cache.cached_activations({**key, "split": "train"}, lambda: ex(real.train), stats_dir)
         act_held = None
         if len(real.heldout):
-            act_held, _ = fid.cached_activations({**key, "split": "heldout", "count": len(real.heldout)},
-                                                 lambda: ex(real.heldout), stats_dir)
+            act_held, _ = feature_cache.cached_activations({**key, "split": "heldout", "count": len(real.heldout)},
+                                                           lambda: ex(real.heldout), stats_dir)
     console.say(f"real features: {'cached' if hit else 'computed'} ({act_train.shape[1]}-d)")
 
     resolutions = swd.pyramid_resolutions(real.resolution)
@@ -206,7 +206,7 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
         with timer(f"{name}: features, fid, kid"):
             act_fake = ex(samples)
             mets["fid"] = fid.fid_from_activations(act_train, act_fake)
-            mets["kid"], mets["kid_std"] = fid.kid_from_activations(act_train, act_fake,
+            mets["kid"], mets["kid_std"] = kid.kid_from_activations(act_train, act_fake,
                                                                     subset_size=kid_subset_size, seed=seed)
             mets.update(precision_recall.precision_recall_from_activations(act_train, act_fake))
         with timer(f"{name}: memorization"):
@@ -246,7 +246,7 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
         "command": " ".join(sys.argv),
     }
     path = fileio.write_json_atomic(os.path.join(out, "metrics.json"), result, indent=1)
-    from melano_tf.metrics import report
+    from melano_tf.evaluation import report
     html = report.write_report(result, out)
     console.say(f"wrote {path}, {html} ({result['seconds']['total']:.0f} s)")
     return result

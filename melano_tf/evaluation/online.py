@@ -15,21 +15,26 @@ its own units, so the mean mixes units and is only a summary); ``eval/color_w1_f
 between two random halves of the real set (computed once), as ``eval/swd_floor`` is for SWD.
 
 Numbers use the same definitions as ``bin/evaluate`` but fewer images, so they track progress
-within one run rather than compare with published values. Lower is better for swd, kid and
-color_w1; HIGHER is better for precision (realism) and recall (coverage: a collapsing run loses
-recall first).
+within one run rather than compare with published values. Which way is better per score is
+:data:`DIRECTIONS`, read from the registry (:data:`melano_tf.metrics.METRICS`): lower for swd, kid
+and color_w1; HIGHER for precision (realism) and recall (coverage: a collapsing run loses recall first).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from melano_tf.metrics import METRICS, histograms, kid, swd
 from melano_tf.metrics import features as feats
-from melano_tf.metrics import fid, histograms, swd
 from melano_tf.metrics import precision_recall as pr
 
 #: Colour spaces whose per-channel W1 make up ``eval/color_w1``.
 COLOR_SPACES = ("rgb", "lab")
+
+#: Which way is better for each score (floors have none), from the registry entry it comes from.
+DIRECTIONS = {key: METRICS[name].direction for key, name in (
+    ("eval/swd", "swd"), ("eval/kid", "kid"), ("eval/precision", "precision_recall"),
+    ("eval/recall", "precision_recall"), ("eval/color_w1", "histograms"))}
 
 
 def color_w1(h_real: dict, h_fake: dict) -> float:
@@ -63,7 +68,7 @@ class OnlineEvaluator:
         d = swd.descriptors(samples, self.seed + 1)
         s = swd.swd_from_descriptors(self.real_desc, d, self.resolutions, self.seed)["swd/mean"]
         act = self.extractor(samples)
-        k, _ = fid.kid_from_activations(self.real_act, act, self.kid_subsets, fid.SUBSET_SIZE, self.seed)
+        k, _ = kid.kid_from_activations(self.real_act, act, self.kid_subsets, kid.SUBSET_SIZE, self.seed)
         p_r = pr.precision_recall_from_activations(self.real_act, act, self.k)
         w1 = color_w1(self.real_hist, histograms.color_histograms(samples, COLOR_SPACES))
         return {"eval/swd": s, "eval/swd_floor": self.floor, "eval/kid": k,

@@ -1,0 +1,11 @@
+"""Running the metrics on trained generators: loading, sampling, caching and writing results.
+
+``evaluate``  ``bin/evaluate``: sample every run's SavedModel, score it against one real set with
+              :mod:`melano_tf.metrics` (real features cached by :mod:`melano_tf.metrics.feature_cache`),
+              write metrics.json, plots and report.html
+``report``    report.html from metrics.json (one self-contained page)
+``online``    ``OnlineEvaluator``: cheap SWD/KID/precision-recall/colour scores during training
+              (:mod:`melano_tf.train.evaluation`)
+
+The metrics themselves (images in, numbers out, no files) live in :mod:`melano_tf.metrics`.
+"""
