@@ -9,6 +9,7 @@
 #      --precision=mixed_float16 --strategy=mirrored --train_steps=200
 #   3. bench/torch_peer.py (the PyTorch DCGAN) at 256 px, float32 and float16 autocast, when torch imports
 #   4. bin/synthesize: 2000 images from the quick start's export, timed
+#   5. bench/steps_per_call.py: the quick start's step, mixed_float16, 4 and 16 steps per call against 1
 # Output: one markdown table on stdout and in $OUT_DIR/gpu_check.md, one log per step beside it
 # (OUT_DIR=${OUT:-bench_out/gpu_check}). The quick start's run folder and the 2000 PNGs go to a
 # scratch folder (new under ${TMPDIR:-/tmp}, removed at the end unless KEEP_WORK=1), not under $OUT_DIR.
@@ -64,7 +65,7 @@ fi
 
 # ------------------------------------------------------------------ steps
 mkdir -p "$OUT_DIR" || exit 2
-rm -f "$OUT_DIR"/{train_step,quickstart,peer_float32,peer_float16,synthesize}.log "$OUT_DIR/gpu_check.md"
+rm -f "$OUT_DIR"/{train_step,quickstart,peer_float32,peer_float16,synthesize,steps_per_call}.log "$OUT_DIR/gpu_check.md"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || exit 2
 FAILED=0
 
@@ -138,6 +139,13 @@ else
     S4_STATUS="skipped: no export from step 2" S4_SECS=""; FAILED=1
 fi
 
+run_step steps_per_call 60 "$PYTHON" bench/steps_per_call.py --flagfile=configs/quickstart.cfg \
+    --precision=mixed_float16 --n=4,16 --rounds=2 --steps=32
+S5_STATUS=$STATUS S5_SECS=$SECS
+# "| 16 | 123.4 | 1.23x |": img/s and the ratio to one step per call
+spc() { awk -F'|' -v n="$1" -v f="$2" '$2 + 0 == n && $3 ~ /[0-9]/ { gsub(/ /, "", $f); v = $f } END { print v }' \
+            "$OUT_DIR/steps_per_call.log" 2>/dev/null; }
+
 # ------------------------------------------------------------------ table
 {
     echo "# gpu_check $(date -u +%Y-%m-%dT%H:%MZ): $SMI; $($PYTHON --version 2>&1); $(( SECONDS - START )) s"
@@ -154,10 +162,11 @@ fi
     echo "| 2 quick start | mod 64 px, batch 32, 200 steps, mirrored: img/s of the last 25 steps | | ${S2_IMG:-} | | | ${S2_SECS:-} | $S2_STATUS |"
     echo "| 3 torch peer | dcgan 256 px, batch 16: img/s$PEER_NOTE | ${P32:-} | ${P16:-} | $(ratio "${P16:-}" "${P32:-}") | | ${S3_SECS:-} | $S3_STATUS |"
     echo "| 4 synthesize | 2000 PNGs from step 2's export: img/s | | $(per_s 2000 "${S4_SECS:-}") | | | ${S4_SECS:-} | $S4_STATUS |"
+    echo "| 5 steps_per_call.py | mod 64 px, batch 32: img/s at 1 / 16 steps per call (16 vs 1: $(spc 16 4)) | | $(spc 1 3) / $(spc 16 3) | | | ${S5_SECS:-} | $S5_STATUS |"
     echo
     echo "ours / peer: melano_tf's step also runs DiffAugment and updates the EMA generator; the peer"
     echo "(bench/torch_peer.py) has the same networks and losses without them."
-    echo "Logs: $OUT_DIR/{train_step,quickstart,peer_float32,peer_float16,synthesize}.log"
+    echo "Logs: $OUT_DIR/{train_step,quickstart,peer_float32,peer_float16,synthesize,steps_per_call}.log"
 } | tee "$OUT_DIR/gpu_check.md"
 [[ -n ${KEEP_WORK:-} ]] && echo "gpu_check: the quick start's run and the PNGs are in $WORK" || rm -rf "$WORK"
 exit $FAILED
