@@ -59,17 +59,9 @@ def hinge_g_loss(fake_logits) -> tf.Tensor:
 
 # --- Wasserstein (Arjovsky et al. 2017, "Wasserstein GAN"; use with gradient_penalty) --------
 
-def wgan_d_loss(real_logits, fake_logits, drift: float = 0.0) -> tf.Tensor:
-    """``L_D = D(G(z)) - D(x) + drift * D(x)^2``.
-
-    ``drift`` is the optional epsilon-drift term of Karras et al. 2018 (Progressive GAN, 0.001
-    there) that keeps critic outputs near zero; 0 by default.
-    """
-    real = _per_example(real_logits)
-    loss = _per_example(fake_logits) - real
-    if drift:
-        loss = loss + drift * tf.square(real)
-    return loss
+def wgan_d_loss(real_logits, fake_logits) -> tf.Tensor:
+    """``L_D = D(G(z)) - D(x)``."""
+    return _per_example(fake_logits) - _per_example(real_logits)
 
 
 def wgan_g_loss(fake_logits) -> tf.Tensor:
