@@ -6,6 +6,8 @@ Each binary calls the ``define_*`` groups it needs, then :func:`train_config` /
 
 from __future__ import annotations
 
+import inspect
+
 from absl import flags
 
 from melano_tf import config as cfg
@@ -14,28 +16,57 @@ FLAGS = flags.FLAGS
 
 
 def _once(fn):
-    done = []
+    """Define a group at most once per process. A group's defaults are its arguments (each binary
+    passes its own), never changed afterwards: a second call with other defaults is an error, so no
+    default depends on which group happened to be defined first."""
+    done = {}
+    sig = inspect.signature(fn)
 
-    def wrapper():
+    def effective(defaults: dict) -> tuple:   # the arguments with the signature's defaults filled in
+        bound = sig.bind(**defaults)
+        bound.apply_defaults()
+        args = dict(bound.arguments)
+        for name, p in sig.parameters.items():
+            if p.kind is p.VAR_KEYWORD:
+                args.update(args.pop(name, {}))
+        return tuple(sorted(args.items()))
+
+    def wrapper(**defaults):
+        key = effective(defaults)
+        if done and key not in done:
+            raise RuntimeError(f"{fn.__name__} was already called with defaults {dict(next(iter(done)))}, "
+                               f"now {dict(key)}")
         if not done:
-            fn()
-            done.append(True)
+            fn(**defaults)
+            done[key] = True
     wrapper.__doc__ = fn.__doc__
+    wrapper.__name__ = fn.__name__
     return wrapper
 
 
+def _define_shared(kind: str, name: str, default, help_text: str, **kw) -> None:
+    """A flag several groups spell the same (model_dir, seed, batch_size, ...): defined by the first
+    group; another group in the same process must ask for the same default."""
+    if name in FLAGS:
+        if FLAGS[name].default != default:
+            raise RuntimeError(f"--{name} is already defined with default {FLAGS[name].default!r}, "
+                               f"this group wants {default!r}")
+        return
+    getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **kw)
+
+
 @_once
-def define_data_flags() -> None:
-    """Flags shared by every binary that reads images."""
+def define_data_flags(resolution: int = 256) -> None:
+    """Flags shared by every binary that reads images (``resolution``: the binary's default size)."""
     flags.DEFINE_string("data_dir", None, "Image source (ISIC 2017/2019/2020, HAM10000, isic-cli download, "
                         "PH2, class folders or a flat folder). Empty: phantoms generated under --model_dir.")
     flags.DEFINE_enum("data_format", "auto", ["auto", "isic2017", "isic2019", "isic2020", "ham10000", "isic_cli",
                                               "ph2", "class_folders", "flat"],
                       "Layout of --data_dir; auto-detected by default.")
-    flags.DEFINE_integer("resolution", 256, "Image size in pixels (power of two, 32..1024).")
+    flags.DEFINE_integer("resolution", resolution, "Image size in pixels (power of two, 32..1024).")
     flags.DEFINE_enum("crop", "center", list(cfg.CROPS), "Square crop: centre, or trim black dermoscope corners first.")
     flags.DEFINE_list("classes", [], "Keep only these classes, e.g. --classes=melanoma.")
-    flags.DEFINE_integer("seed", 0, "Seed of splits, shuffling, noise and initialisation.")
+    _define_shared("integer", "seed", 0, "Seed of splits, shuffling, noise and initialisation.")
     flags.DEFINE_integer("num_phantoms", 2000, "Phantom images generated when --data_dir is not given.")
     flags.DEFINE_boolean("cache_in_memory", True, "Keep the decoded training set in memory.")
     flags.DEFINE_boolean("follow_external_symlinks", False, "Also read files reached through symlinks that "
@@ -47,7 +78,8 @@ def define_train_flags() -> None:
     """Flags of the training binaries (spelled the same in every one)."""
     define_data_flags()
     d = cfg.TrainConfig()
-    flags.DEFINE_string("model_dir", None, "Run folder: checkpoints, TensorBoard logs, samples, export. Required.")
+    _define_shared("string", "model_dir", None, "Run folder: checkpoints, TensorBoard logs, samples, "
+                   "export. Required.")
     flags.DEFINE_enum("scheme", None, list(cfg.SCHEMES), "Adversarial scheme.")
     flags.DEFINE_integer("latent_dim", d.latent_dim, "Latent vector size.")
     flags.DEFINE_integer("base_filters", d.base_filters, "DCGAN filters at 4x4, halved per doubling.")
@@ -88,8 +120,9 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("r1_every", d.r1_every, "Lazy R1: apply the penalty every N steps with weight "
                          "N * --r1_gamma (StyleGAN2 uses 16); 1: every step.")
     flags.DEFINE_float("gp_weight", d.gp_weight, "WGAN-GP gradient penalty weight.")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size (split over replicas).")
-    flags.DEFINE_integer("train_steps", d.train_steps, "Total training steps (a resume continues to this).")
+    _define_shared("integer", "batch_size", d.batch_size, "Global batch size (split over replicas).")
+    _define_shared("integer", "train_steps", d.train_steps, "Total training steps (a resume continues "
+                   "to this).")
     flags.DEFINE_float("g_learning_rate", d.g_learning_rate, "Generator Adam learning rate.")
     flags.DEFINE_float("d_learning_rate", d.d_learning_rate, "Discriminator Adam learning rate.")
     flags.DEFINE_float("beta_1", d.beta_1, "Adam beta_1.")
@@ -117,7 +150,7 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("eval_every", d.eval_every, "Steps between SWD/KID evaluations (0: off); keeps the best checkpoint.")
     flags.DEFINE_integer("eval_samples", d.eval_samples, "Samples (and real images) per evaluation during training.")
     flags.DEFINE_enum("best_metric", d.best_metric, ["kid", "swd"], "Metric that picks the best checkpoint.")
-    flags.DEFINE_integer("log_every", d.log_every, "Steps between progress lines.")
+    _define_shared("integer", "log_every", d.log_every, "Steps between progress lines.")
 
 
 def data_config() -> cfg.DataConfig:
@@ -264,23 +297,22 @@ def effective_flags() -> str:
 
 # ---------------------------------------------------------------------------- lesion classifier (issue 5)
 
-def _define_missing(kind: str, name: str, default, help_text: str, **kw) -> None:
-    """Define a flag that another group may already define under the same name (same meaning)."""
-    if name not in FLAGS:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **kw)
-
-
 @_once
-def define_classifier_flags() -> None:
-    """Flags of bin/train_classifier (and the classifier part of bin/imbalance_experiment)."""
+def define_classifier_flags(**defaults) -> None:
+    """Flags of bin/train_classifier (and the classifier part of bin/imbalance_experiment, which
+    passes its own ``defaults``: resolution, imbalance, train_steps, export)."""
     from melano_tf.classify import config as ccfg
-    define_data_flags()
     d = ccfg.ClassifierConfig()
-    FLAGS.set_default("resolution", d.data.resolution)
-    _define_missing("string", "model_dir", None, "Run folder: metrics.json, roc.png, saved_model/. Required.")
-    _define_missing("integer", "batch_size", d.batch_size, "Batch size.")
-    _define_missing("integer", "train_steps", d.train_steps, "Training steps.")
-    _define_missing("integer", "log_every", d.log_every, "Steps between progress lines.")
+    bad = sorted(set(defaults) - {"resolution", "imbalance", "train_steps", "export"})
+    if bad:
+        raise TypeError(f"define_classifier_flags: no default for {bad}")
+    dflt = {"resolution": d.data.resolution, "imbalance": d.imbalance, "train_steps": d.train_steps,
+            "export": d.export, **defaults}
+    define_data_flags(resolution=dflt["resolution"])
+    _define_shared("string", "model_dir", None, "Run folder: metrics.json, roc.png, saved_model/. Required.")
+    _define_shared("integer", "batch_size", d.batch_size, "Batch size.")
+    _define_shared("integer", "train_steps", dflt["train_steps"], "Training steps.")
+    _define_shared("integer", "log_every", d.log_every, "Steps between progress lines.")
     flags.DEFINE_enum("regime", d.regime, list(ccfg.regime_names()),
                       "Training set: as is, class-weighted loss, oversampled, plus generated melanoma, "
                       "or generated melanoma instead of the real ones.")
@@ -290,7 +322,7 @@ def define_classifier_flags() -> None:
                         "(without top), or none; nothing is downloaded.")
     flags.DEFINE_integer("width", d.width, "small_cnn: filters of the first stage (doubled per stage).")
     flags.DEFINE_float("dropout", d.dropout, "Dropout before the last layer.")
-    flags.DEFINE_float("imbalance", d.imbalance, "Make melanoma rare in the training split: at most 1 "
+    flags.DEFINE_float("imbalance", dflt["imbalance"], "Make melanoma rare in the training split: at most 1 "
                        "per this many others (e.g. 20); 0 keeps the data as is.")
     flags.DEFINE_string("synthetic", None, "Generated melanoma: a generator SavedModel or a folder of "
                         "PNG/JPEG images (bin/synthesize).")
@@ -299,7 +331,7 @@ def define_classifier_flags() -> None:
     flags.DEFINE_integer("synthetic_seed", d.synthetic_seed, "Seed of the generator's sample signature.")
     flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate (cosine decay to 0).")
     flags.DEFINE_boolean("flip_augment", d.flip_augment, "Random flips / 90-degree rotations.")
-    flags.DEFINE_boolean("export", d.export, "Write the classifier SavedModel to --model_dir/saved_model.")
+    flags.DEFINE_boolean("export", dflt["export"], "Write the classifier SavedModel to --model_dir/saved_model.")
     flags.DEFINE_string("export_base", None, "Also publish into this TF Serving layout "
                         "(EXPORT_BASE/<name>/<version>/) and rewrite EXPORT_BASE/models.config.")
     flags.DEFINE_string("serving_name", d.serving_name, "Model name under --export_base.")
@@ -328,12 +360,9 @@ def classifier_config():
 def define_experiment_flags() -> None:
     """Flags of bin/imbalance_experiment: the classifier flags plus phantoms, seeds and a small GAN."""
     from melano_tf.classify import experiment as exp
-    define_classifier_flags()
     e = exp.ExperimentConfig()
-    FLAGS.set_default("resolution", e.resolution)
-    FLAGS.set_default("imbalance", e.imbalance)
-    FLAGS.set_default("train_steps", e.classifier_steps)
-    FLAGS.set_default("export", False)
+    define_classifier_flags(resolution=e.resolution, imbalance=e.imbalance, train_steps=e.classifier_steps,
+                            export=False)
     flags.DEFINE_list("seeds", [str(s) for s in e.seeds], "Classifier seeds; the table reports mean and std.")
     flags.DEFINE_list("regimes", list(e.regimes), "Regimes to run.")
     flags.DEFINE_list("phantom_counts", [f"{k}:{v}" for k, v in e.phantom_counts],
@@ -417,14 +446,14 @@ def define_serving_client_flags() -> None:
 @_once
 def define_synthesize_flags() -> None:
     """Flags of bin/synthesize."""
-    flags.DEFINE_string("model_dir", None, "Run folder whose saved_model/ draws the images.")
+    _define_shared("string", "model_dir", None, "Run folder whose saved_model/ draws the images.")
     flags.DEFINE_string("saved_model", None, "A generator SavedModel folder (instead of --model_dir).")
     flags.DEFINE_integer("num_images", 64, "Images to draw.")
     flags.DEFINE_string("out", None, "Folder for the PNG files and manifest.json. Required.")
     flags.DEFINE_string("class", None, "Class to draw from a conditional generator (name or index); "
                         "default: the training set's class proportions.")
-    _define_missing("integer", "seed", 0, "Seed: batch j uses seed * 1000003 + j.")
-    _define_missing("integer", "batch_size", 32, "Images per call of the generator.")
+    _define_shared("integer", "seed", 0, "Seed: batch j uses seed * 1000003 + j.")
+    _define_shared("integer", "batch_size", 32, "Images per call of the generator.")
 
 
 @_once
@@ -432,7 +461,7 @@ def define_eval_flags() -> None:
     """Flags of bin/evaluate."""
     flags.DEFINE_multi_string("model_dir", [], "Run folder to evaluate; repeat for several runs "
                               "(shown side by side).")
-    _define_missing("string", "data_dir", None, "Real images: a prepared cache (manifest.json) or an image "
+    _define_shared("string", "data_dir", None, "Real images: a prepared cache (manifest.json) or an image "
                     "source prepared at the runs' resolution. Default: the first run's cache/.")
     flags.DEFINE_integer("num_samples", 2000, "Synthetic images per run (compare runs at equal counts).")
     flags.DEFINE_integer("max_real", 10000, "At most this many real training images.")
@@ -444,5 +473,5 @@ def define_eval_flags() -> None:
     flags.DEFINE_string("stats_dir", None, "Cache of real-set features (default ~/.cache/melano_tf/stats).")
     flags.DEFINE_integer("msssim_pairs", 1000, "Random pairs for MS-SSIM, per set.")
     flags.DEFINE_integer("kid_subset_size", 1000, "KID subset size (subsets: 100).")
-    _define_missing("integer", "seed", 0, "Seed of sampling, pair and patch choices.")
-    _define_missing("integer", "batch_size", 32, "Images per call of a generator.")
+    _define_shared("integer", "seed", 0, "Seed of sampling, pair and patch choices.")
+    _define_shared("integer", "batch_size", 32, "Images per call of a generator.")
