@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from melano_tf.classify import data as D
+from melano_tf.classify import synthetic as S
 from melano_tf.errors import UserError
 
 NAMES = D.BINARY_CLASSES
@@ -77,13 +78,13 @@ def test_load_folder_resizes_and_counts(tmp_path):
     Image.fromarray(rng.integers(0, 255, (40, 60, 3), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / "b.jpg")
     (tmp_path / "notes.txt").write_text("x")
-    imgs = D.load_synthetic(str(tmp_path), None, 16)
+    imgs = S.load_synthetic(str(tmp_path), None, 16)
     assert imgs.shape == (2, 16, 16, 3) and imgs.dtype == np.uint8
-    assert D.load_synthetic(str(tmp_path), 1, 16).shape == (1, 16, 16, 3)
+    assert S.load_synthetic(str(tmp_path), 1, 16).shape == (1, 16, 16, 3)
     with pytest.raises(UserError, match="only 2"):
-        D.load_synthetic(str(tmp_path), 5, 16)
+        S.load_synthetic(str(tmp_path), 5, 16)
     with pytest.raises(UserError):
-        D.load_synthetic(str(tmp_path / "missing"), 1, 16)
+        S.load_synthetic(str(tmp_path / "missing"), 1, 16)
 
 
 def test_folder_manifest_of_synthesize_selects_melanoma(tmp_path):
@@ -93,13 +94,13 @@ def test_folder_manifest_of_synthesize_selects_melanoma(tmp_path):
     classes = ["nevus", "melanoma", "seborrheic_keratosis", "melanoma"]
     (tmp_path / "manifest.json").write_text(json.dumps(
         {"images": [{"file": f"{i:06d}.png", "label": 0, "class": c} for i, c in enumerate(classes)]}))
-    imgs = D.load_synthetic(str(tmp_path), None, 8)
+    imgs = S.load_synthetic(str(tmp_path), None, 8)
     assert imgs[:, 0, 0, 0].tolist() == [40, 120]
     (tmp_path / "manifest.json").write_text(json.dumps({"images": [{"file": "000000.png", "class": "nevus"}]}))
     with pytest.raises(UserError, match="no melanoma"):
-        D.load_synthetic(str(tmp_path), None, 8)
+        S.load_synthetic(str(tmp_path), None, 8)
     (tmp_path / "manifest.json").write_text(json.dumps({"images": [{"file": "000002.png", "class": None}]}))
-    assert D.load_synthetic(str(tmp_path), None, 8)[:, 0, 0, 0].tolist() == [80]
+    assert S.load_synthetic(str(tmp_path), None, 8)[:, 0, 0, 0].tolist() == [80]
 
 
 class _FakeGenerator(tf.Module):
@@ -131,9 +132,9 @@ def _save_fake(path, conditional):
 @pytest.mark.parametrize("conditional", [False, True])
 def test_sample_generator_chunks_resizes_and_labels(tmp_path, monkeypatch, conditional):
     path = _save_fake(str(tmp_path / "gen"), conditional)
-    assert D.is_saved_model(path)
-    monkeypatch.setattr(D, "SAMPLE_CHUNK", 3)
-    imgs = D.load_synthetic(path, 7, 16, seed=0)
+    assert S.is_saved_model(path)
+    monkeypatch.setattr(S, "SAMPLE_CHUNK", 3)
+    imgs = S.load_synthetic(path, 7, 16, seed=0)
     assert imgs.shape == (7, 16, 16, 3)
     # chunk j uses seed j (seed 0): 3 + 3 + 1 images; a conditional one gets melanoma = 1
     first = imgs[:, 0, 0, 0].astype(int)
@@ -141,7 +142,7 @@ def test_sample_generator_chunks_resizes_and_labels(tmp_path, monkeypatch, condi
     expected = [int((j / 100 + label) * 255) for j in (0, 0, 0, 1, 1, 1, 2)]
     assert np.all(np.abs(first - expected) <= 1)
     with pytest.raises(UserError, match="num_synthetic"):
-        D.load_synthetic(path, None, 16)
+        S.load_synthetic(path, None, 16)
 
 
 def test_saved_model_without_sample_is_refused(tmp_path):
@@ -150,7 +151,7 @@ def test_saved_model_without_sample_is_refused(tmp_path):
     tf.saved_model.save(m, str(tmp_path / "other"), signatures={"serving_default": m.f})
     # the one generator client (melano_tf.serving.generator) names the classifier's flag
     with pytest.raises(UserError, match="^--synthetic=.*no 'sample' signature"):
-        D.load_synthetic(str(tmp_path / "other"), 2, 8)
+        S.load_synthetic(str(tmp_path / "other"), 2, 8)
     assert not os.path.exists(tmp_path / "missing")
 
 
@@ -158,6 +159,6 @@ def test_synthetic_folder_reads_every_format_the_data_layer_reads(tmp_path):
     for i, fmt in enumerate(("PNG", "JPEG", "BMP", "TIFF", "WEBP")):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:06d}.{fmt.lower()}", format=fmt)
     (tmp_path / "notes.txt").write_text("not an image")
-    assert [os.path.splitext(p)[1] for p in D.list_images(str(tmp_path))] == [".png", ".jpeg", ".bmp", ".tiff",
+    assert [os.path.splitext(p)[1] for p in S.list_images(str(tmp_path))] == [".png", ".jpeg", ".bmp", ".tiff",
                                                                               ".webp"]
-    assert D.load_synthetic(str(tmp_path), None, 8).shape == (5, 8, 8, 3)
+    assert S.load_synthetic(str(tmp_path), None, 8).shape == (5, 8, 8, 3)

@@ -50,6 +50,7 @@ import numpy as np
 
 from melano_tf import console, fileio, viz
 from melano_tf.classify import data as cdata
+from melano_tf.classify import synthetic as csynthetic
 from melano_tf.classify import metrics as cmetrics
 from melano_tf.classify import regimes as cregimes
 from melano_tf.classify import train as ctrain
@@ -514,7 +515,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
     for g in gen_names:
         n = max(raw_need, conf.filter_pool * filt_need)
         gs = conf.gan_seeds[gen_names.index(g)]
-        pools[g] = cdata.sample_generator(gens[g], n, conf.resolution, seed=gs)
+        pools[g] = csynthetic.sample_generator(gens[g], n, conf.resolution, seed=gs)
     if filt_need:
         fmodel, thr, fm = _filter(conf, out, template, data, train, validation, test, class_names)
         for g in gen_names:

@@ -28,6 +28,7 @@ import numpy as np
 
 from melano_tf import console, fileio
 from melano_tf.classify import data as cdata
+from melano_tf.classify import synthetic as csynthetic
 from melano_tf.classify import metrics as cmetrics
 from melano_tf.classify.config import ClassifierConfig
 from melano_tf.errors import UserError
@@ -170,12 +171,12 @@ def synthetic_for(config: ClassifierConfig, train: cdata.Split, class_names) -> 
     pos = list(class_names).index(cdata.MELANOMA)
     n = cdata.synthetic_count(train, config.regime, config.num_synthetic, pos)
     path = config.synthetic
-    if not cdata.is_saved_model(path or "") and config.num_synthetic == 0 and path and os.path.isdir(path):
-        available = len(cdata.folder_melanoma(path))
+    if not csynthetic.is_saved_model(path or "") and config.num_synthetic == 0 and path and os.path.isdir(path):
+        available = len(csynthetic.folder_melanoma(path))
         if available < n:
             console.say(f"{path}: {available} images, fewer than the {n} that would balance; using all")
             n = available
-    return cdata.load_synthetic(path, n, config.data.resolution, seed=config.synthetic_seed)
+    return csynthetic.load_synthetic(path, n, config.data.resolution, seed=config.synthetic_seed)
 
 
 def run(config: ClassifierConfig, flags_text: str | None = None) -> dict:
@@ -204,7 +205,7 @@ def run(config: ClassifierConfig, flags_text: str | None = None) -> dict:
                 config.export_base, config.serving_name,
                 lambda tmp: cexport.write_classifier(model, tmp, class_names, config.data.resolution, info))
             console.say(f"published {config.serving_name} version {version}: {vpath}")
-            if config.synthetic and cdata.is_saved_model(config.synthetic):
+            if config.synthetic and csynthetic.is_saved_model(config.synthetic):
                 gname = "lesion_generator"
                 if layout.same_as_latest(config.export_base, gname, config.synthetic):
                     console.say(f"{gname}: this generator is already the latest published version")

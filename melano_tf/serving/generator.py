@@ -1,7 +1,7 @@
 """The one client of an exported generator (``melano_tf.train.export``): load it, draw images.
 
 Used by ``bin/synthesize``, ``bin/evaluate`` (``melano_tf.evaluation.evaluate``), the classifier's
-generated melanoma (``melano_tf.classify.data.sample_generator``) and ``bench/quality.py``.
+generated melanoma (``melano_tf.classify.synthetic.sample_generator``) and ``bench/quality.py``.
 The SavedModel's ``sample(seed int64, count int32[, label int32])`` signature is called once per
 batch; batch ``j`` uses seed ``seed * 1_000_003 + j``, so a given ``(seed, batch_size)`` yields the
 same images on any machine; another batch size yields other (equally valid) images. Within a call
