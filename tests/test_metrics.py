@@ -321,6 +321,41 @@ def test_online_evaluator_ranks_closer_samples_better(lesions):
     assert good["eval/color_w1"] < 2 * floor and bad["eval/color_w1"] > 5 * good["eval/color_w1"]
 
 
+def test_a_registered_metric_reaches_both_loops_and_the_report(lesions, tmp_path):
+    # the extension point: one registry entry (here a throwaway one) and no other edit
+    import types
+    from melano_tf.evaluation import context, evaluate, report
+    bright = lambda s: float(s.images.mean())  # noqa: E731
+    hooks = types.SimpleNamespace(
+        evaluate=lambda real, fake, s: {"brightness": bright(fake)},
+        reference=lambda real, s: {"brightness_real": bright(real)},
+        online=lambda real, fake, s: {"eval/brightness": bright(fake), "eval/brightness_floor": bright(real)},
+        ONLINE_KEYS=("eval/brightness",))
+    m = metrics.Metric("mean_brightness", lambda real, fake, **_: {"brightness": float(np.mean(fake))}, "closer",
+                       "brightness", "brightness_real", hooks)
+    real, fake = lesions[:12], _gamma(lesions[12:24], 2.5)
+    metrics.METRICS[m.name] = m
+    try:
+        scores = online.OnlineEvaluator(real)(fake)
+        assert scores["eval/brightness"] == pytest.approx(fake.mean()) and "eval/swd" in scores
+        assert scores["eval/brightness_floor"] == pytest.approx(real.mean())
+        real_set = context.ImageSet(real, features.random_conv())
+        settings = context.Settings(msssim_pairs=4, kid_subsets=2)
+        ref = metrics.run_hooks("reference", real_set, settings)
+        assert ref["brightness_real"] == pytest.approx(real.mean()) and "swd_floor/mean" in ref
+        mets, images = evaluate.score_run(real_set, context.ImageSet(fake, real_set.extractor), settings,
+                                          str(tmp_path), "run")
+        assert mets["brightness"] == pytest.approx(fake.mean()) and "fid" in mets and "mem/pixel/ratio" in mets
+        assert images["nn_pixel"] == "run/nn_pixel.png" and (tmp_path / "run" / "nn_distances.png").is_file()
+        runs = {n: {"scheme": "dcgan", "metrics": {"brightness": v}} for n, v in (("a", 100.0), ("b", 120.0))}
+        table = report.metrics_table({"runs": runs, "real": {"metrics": {"brightness_real": 118.0}}})
+        assert "Other metrics" in table and "registry metric mean_brightness" in table
+        assert "<td class='best'>120.0000</td>" in table and "118.0000" in table
+    finally:
+        del metrics.METRICS[m.name]
+    assert "Other metrics" not in report.metrics_table({"runs": runs, "real": {"metrics": {}}})
+
+
 def test_online_color_w1_is_mean_of_rgb_and_lab_channel_w1(lesions):
     from skimage import color
     a, b = lesions[:24], _gamma(lesions[24:48], 2.5)
@@ -329,8 +364,8 @@ def test_online_color_w1_is_mean_of_rgb_and_lab_channel_w1(lesions):
                       lambda x: color.rgb2lab(x / 255.0).reshape(-1, 3)):
         va, vb = to_values(a), to_values(b)
         ref += [scipy.stats.wasserstein_distance(va[:, c], vb[:, c]) for c in range(3)]
-    h = [histograms.color_histograms(x, online.COLOR_SPACES) for x in (a, b)]
-    assert online.color_w1(*h) == pytest.approx(np.mean(ref), abs=0.05)  # Lab binned at 0.8-2 units
+    h = [histograms.color_histograms(x, histograms.COLOR_SPACES) for x in (a, b)]
+    assert histograms.color_w1(*h) == pytest.approx(np.mean(ref), abs=0.05)  # Lab binned at 0.8-2 units
 
 
 def test_inception_extractor_loads_local_weights_file(tmp_path, monkeypatch, lesions):

@@ -6,7 +6,8 @@ test images are the held-out reference of memorization. Its features are cached 
 the cache's content hash and the extractor (:func:`melano_tf.metrics.feature_cache.cached_activations`).
 
 Per run: ``num_samples`` images from ``RUN/saved_model`` (a conditional generator in its training
-class proportions), then every metric of :mod:`melano_tf.metrics`. Output folder::
+class proportions), then every metric of the registry :data:`melano_tf.metrics.METRICS` through its
+``evaluate`` and ``plots`` hooks (:func:`score_run`; the real references through ``reference``). Output folder::
 
     metrics.json            settings, real-set references, per-run metrics, timings
     report.html             one self-contained page (images embedded)
@@ -27,8 +28,9 @@ import numpy as np
 
 from melano_tf import console, fileio, viz
 from melano_tf.errors import UserError
+from melano_tf.evaluation.context import ImageSet, Settings
 from melano_tf.metrics import features as feats
-from melano_tf.metrics import feature_cache, fid, histograms, kid, memorization, msssim, precision_recall, swd
+from melano_tf.metrics import METRICS, feature_cache, histograms, kid, msssim, run_hooks, swd
 from melano_tf.serving import generator as sampling
 
 GRID_IMAGES = 64
@@ -107,6 +109,22 @@ class _Timer:
         return _T()
 
 
+def score_run(real: ImageSet, fake: ImageSet, settings: Settings, out: str, name: str,
+              timer=None) -> tuple[dict, dict]:
+    """Every registry metric's ``evaluate`` and ``plots`` hooks on one run's samples, each timed as
+    ``<name>: <metric>``: (metrics, {image: path relative to ``out``}), the images in ``out/<name>/``."""
+    timer = timer or _Timer()
+    mets, images = {}, {"samples": f"{name}/samples.png"}
+    for m in METRICS.values():
+        with timer(f"{name}: {m.name}"):
+            if m.hook("evaluate"):
+                mets.update(m.hook("evaluate")(real, fake, settings))
+            if m.hook("plots"):
+                files = m.hook("plots")(real, fake, os.path.join(out, name), name)
+                images.update({k: f"{name}/{f}" for k, f in files.items()})
+    return mets, images
+
+
 def evaluate(model_dirs: list[str], out: str, data_dir: str | None = None, num_samples: int = 2000,
              max_real: int = 10000, features_spec=feats.DEFAULT_SPECS, inception_weights: str | None = None,
              stats_dir: str | None = None, msssim_pairs: int = msssim.NUM_PAIRS,
@@ -160,24 +178,11 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
                                                            lambda: ex(real.heldout), stats_dir)
     console.say(f"real features: {'cached' if hit else 'computed'} ({act_train.shape[1]}-d)")
 
-    resolutions = swd.pyramid_resolutions(real.resolution)
+    settings = Settings(seed=seed, msssim_pairs=msssim_pairs, kid_subset_size=kid_subset_size)
+    held_set = ImageSet(real.heldout, ex, act_held) if len(real.heldout) else None
+    real_set = ImageSet(real.train, ex, act_train, heldout=held_set)
     with timer("real references"):
-        h_real = histograms.color_histograms(real.train)
-        d_real = swd.descriptors(real.train, seed)
-        ref = {}
-        ref.update(swd.floor_from_descriptors(d_real, resolutions, seed))
-        ref.update({k.replace("swd_floor/", "swd_realnorm_floor/"): v for k, v in
-                    swd.floor_from_descriptors(d_real, resolutions, seed, "real").items()})
-        m, s = msssim.mean_pair_msssim(real.train, msssim_pairs, seed + 1)
-        ref.update({"msssim/real": m, "msssim/real_std": s})
-        # FID of two halves of the real set: its sampling floor at half the count
-        half = len(act_train) // 2
-        if half >= 2:
-            order = np.random.default_rng(seed).permutation(len(act_train))
-            ref["fid_floor"] = fid.fid_from_activations(act_train[order[:half]], act_train[order[half:2 * half]])
-            pr = precision_recall.precision_recall_from_activations(act_train[order[:half]],
-                                                                    act_train[order[half:2 * half]])
-            ref["precision_real"], ref["recall_real"] = pr["precision"], pr["recall"]
+        ref = run_hooks("reference", real_set, settings)
     viz.save_png(os.path.join(out, "real_samples.png"), viz.grid(real.train[:GRID_IMAGES]))
 
     runs, h_fakes = {}, {}
@@ -190,52 +195,25 @@ def _evaluate(model_dirs, out, data_dir, num_samples, max_real, features_spec, i
             raise UserError(f"{name}: samples are {samples.shape[1]} px, real images {real.resolution} px")
         run_dir = os.path.join(out, name)
         viz.save_png(os.path.join(run_dir, "samples.png"), viz.grid(samples[:GRID_IMAGES]))
-        mets = {}
-        with timer(f"{name}: histograms"):
-            h_fakes[name] = histograms.color_histograms(samples)
-            mets.update(histograms.histogram_distances(h_real, h_fakes[name]))
-        with timer(f"{name}: swd"):
-            d_fake = swd.descriptors(samples, seed + 1)
-            mets.update(swd.swd_from_descriptors(d_real, d_fake, resolutions, seed))
-            mets.update({k.replace("swd/", "swd_realnorm/"): v for k, v in
-                         swd.swd_from_descriptors(d_real, d_fake, resolutions, seed, "real").items()})
-            del d_fake
-        with timer(f"{name}: ms-ssim"):
-            m, s = msssim.mean_pair_msssim(samples, msssim_pairs, seed)
-            mets.update({"msssim/fake": m, "msssim/fake_std": s})
-        with timer(f"{name}: features, fid, kid"):
-            act_fake = ex(samples)
-            mets["fid"] = fid.fid_from_activations(act_train, act_fake)
-            mets["kid"], mets["kid_std"] = kid.kid_from_activations(act_train, act_fake,
-                                                                    subset_size=kid_subset_size, seed=seed)
-            mets.update(precision_recall.precision_recall_from_activations(act_train, act_fake))
-        with timer(f"{name}: memorization"):
-            spaces = memorization.memorization_spaces(real.train, samples, real.heldout, act_train=act_train,
-                                                      act_heldout=act_held, act_samples=act_fake)
-            for space, r in spaces.items():
-                mets.update(r.summary(f"mem/{space}"))
-                viz.save_png(os.path.join(run_dir, f"nn_{space}.png"),
-                             memorization.nn_grid(samples, real.train, r, k=16))
-            memorization.plot_distances(spaces, os.path.join(run_dir, "nn_distances.png"), name)
+        fake = ImageSet(samples, ex)
+        mets, images = score_run(real_set, fake, settings, out, name, timer)
+        h_fakes[name] = histograms.of(fake)
         runs[name] = {"run_dir": gen.run_dir, "scheme": gen.scheme, "saved_model": gen.path,
                       "conditional": gen.conditional, "num_samples": int(len(samples)),
-                      "metrics": mets,
-                      "images": {"samples": f"{name}/samples.png", "nn_pixel": f"{name}/nn_pixel.png",
-                                 "nn_feature": f"{name}/nn_feature.png",
-                                 "nn_distances": f"{name}/nn_distances.png"}}
+                      "metrics": mets, "images": images}
         console.say(f"{name}: FID {mets['fid']:.2f}  KID {mets['kid']:.4f}  SWD {mets['swd/mean']:.1f} "
              f"(floor {ref['swd_floor/mean']:.1f})  MS-SSIM {mets['msssim/fake']:.3f} "
              f"(real {ref['msssim/real']:.3f})  memorised {mets['mem/pixel/frac_below_real_min']:.0%}")
-        del samples
+        del samples, fake
 
     with timer("plots"):
-        histograms.plot_histograms(h_real, h_fakes, os.path.join(out, "histograms.png"))
+        histograms.plot_histograms(histograms.of(real_set), h_fakes, os.path.join(out, "histograms.png"))
     result = {
         "settings": {"num_samples": num_samples, "seed": seed, "batch_size": batch_size,
                      "features": ex.name, "features_key": ex.key, "features_note": ex.note,
                      "msssim_pairs": msssim_pairs, "kid_subset_size": kid_subset_size,
                      "msssim_power_factors": list(msssim.scales_for(real.resolution)),
-                     "swd_levels": resolutions},
+                     "swd_levels": swd.pyramid_resolutions(real.resolution)},
         "real": {"cache_dir": os.path.abspath(cache_dir), "content_hash": real.content_hash,
                  "resolution": real.resolution, "train_images": int(len(real.train)),
                  "heldout_images": int(len(real.heldout)), "metrics": ref,

@@ -1,6 +1,7 @@
 """``report.html``: one self-contained page (PNG images embedded as base64) from metrics.json.
 
-A metrics table with the runs side by side and the real-set reference in the last column (the
+A metrics table with the runs side by side (registry metrics it does not name get a generic row under
+"Other metrics": their headline, direction and floor) and the real-set reference in the last column (the
 best run per row in bold), then the sample grids, the colour-histogram overlay and, per run, the
 nearest-neighbour grids and distance histograms.
 """
@@ -15,7 +16,7 @@ import os
 from melano_tf import fileio
 
 # (key, label, better, reference key or constant, how to format, explanation)
-#   better: "lower" | "closer" (to the reference) | None
+#   better: "lower" | "higher" | "closer" (to the reference) | None
 _ROWS = [
     ("Realism and coverage", None),
     ("fid", "FID", "lower", "fid_floor", "f2", "Frechet distance of feature statistics (Heusel 2017). "
@@ -94,6 +95,15 @@ def _img(path: str, alt: str, cls: str = "") -> str:
     return f'<img class="{cls}" alt="{html.escape(alt)}" title="{html.escape(alt)}" src="data:{mime};base64,{b64}">'
 
 
+def _registry_rows():
+    """A row per registry metric whose headline :data:`_ROWS` does not show (its headline, direction, floor)."""
+    from melano_tf.metrics import METRICS
+    known = {row[0] for row in _ROWS}
+    extra = [(m.headline, m.headline, m.direction, m.floor, "f4", f"registry metric {m.name}")
+             for m in METRICS.values() if m.headline not in known]
+    return [("Other metrics", None)] + extra if extra else []
+
+
 def _expand(rows, runs: dict, ref: dict):
     """Expand the ``swd/*`` row into one row per pyramid level present in the results."""
     levels = sorted({int(k.split("/")[1]) for r in runs.values() for k in r["metrics"]
@@ -113,7 +123,7 @@ def metrics_table(result: dict) -> str:
     head = "".join(f"<th>{html.escape(n)}<br><span class='scheme'>{html.escape(runs[n]['scheme'])}</span></th>"
                    for n in names)
     lines = [f"<table class='metrics'><thead><tr><th>metric</th>{head}<th>real reference</th></tr></thead><tbody>"]
-    for row in _expand(_ROWS, runs, ref):
+    for row in _expand(_ROWS + _registry_rows(), runs, ref):
         if row[1] is None:
             lines.append(f"<tr class='group'><td colspan='{len(names) + 2}'>{html.escape(row[0])}</td></tr>")
             continue
@@ -130,7 +140,8 @@ def metrics_table(result: dict) -> str:
             refv = refk
         best = None
         present = [(i, v) for i, v in enumerate(vals) if v is not None]
-        score = {"lower": lambda v: v, "closer": lambda v: abs(v - refv) if refv is not None else None}.get(better)
+        score = {"lower": lambda v: v, "higher": lambda v: -v,
+                 "closer": lambda v: abs(v - refv) if refv is not None else None}.get(better)
         if len(present) > 1 and score is not None and score(present[0][1]) is not None:
             ranked = sorted(present, key=lambda t: score(t[1]))
             if score(ranked[0][1]) < score(ranked[1][1]):  # a tie marks no run

@@ -15,6 +15,18 @@ real-vs-real reference key it reports beside it, if any.
 ``memorization``      nearest training image per sample vs real-to-real nearest neighbours
 ====================  =======================================================================================
 
+Each entry's ``hooks`` (its module) are what the evaluation loops call, so that a new metric is one
+module and one line here; every hook is optional:
+
+``evaluate(real, fake, settings) -> {key: float}``  ``bin/evaluate``'s per-run numbers (metrics.json)
+``reference(real, settings) -> {key: float}``        its real-vs-real references (metrics.json "real")
+``plots(real, fake, folder, title) -> {name: file}``  its per-run images, written into ``folder``
+``online(real, fake, settings) -> {eval/key: float}`` ``--eval_every``'s scores (TensorBoard, eval.jsonl)
+``ONLINE_KEYS``                                      the keys of ``online`` that are scores (not floors)
+
+``real`` and ``fake`` are :class:`melano_tf.evaluation.context.ImageSet` (images plus lazily shared
+features, descriptors...), ``settings`` a :class:`melano_tf.evaluation.context.Settings`.
+
 Extractors for fid/kid/precision_recall/memorization: :mod:`melano_tf.metrics.features`; the on-disk
 cache of the real set's activations: :mod:`melano_tf.metrics.feature_cache`. Running the metrics on
 trained generators (``bin/evaluate``, the in-training scorer, report.html) is :mod:`melano_tf.evaluation`.
@@ -43,7 +55,8 @@ class Metric:
 
     headline: the key that sums it up; direction: which way is better for it (:data:`DIRECTIONS`;
     ``closer`` means closer to ``floor``); floor: the real-vs-real reference key in the same
-    output, or None when the entry reports none.
+    output, or None when the entry reports none; hooks: the object (its module) holding the
+    evaluation loops' hooks (see the module doc), or None.
     """
 
     name: str
@@ -51,6 +64,7 @@ class Metric:
     direction: str
     headline: str
     floor: str | None = None
+    hooks: object = None
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS or (self.direction == "closer" and self.floor is None):
@@ -58,6 +72,10 @@ class Metric:
 
     def __call__(self, real, fake, **kw) -> dict:
         return self.fn(real, fake, **kw)
+
+    def hook(self, name: str):
+        """The hooks' attribute ``name`` (a function, or ``ONLINE_KEYS``), None when it has none."""
+        return getattr(self.hooks, name, None)
 
 
 def _swd_with_floor(real, fake, seed: int = 0, normalize: str = "separate", **_) -> dict:
@@ -72,14 +90,23 @@ def _swd_with_floor(real, fake, seed: int = 0, normalize: str = "separate", **_)
 
 
 METRICS = {m.name: m for m in (
-    Metric("histograms", _histograms.histograms, "lower", "hist/lab/mean/js"),
-    Metric("swd", _swd_with_floor, "lower", "swd/mean", "swd_floor/mean"),
-    Metric("msssim", _msssim.msssim, "closer", "msssim/fake", "msssim/real"),
-    Metric("fid", _fid.fid, "lower", "fid"),
-    Metric("kid", _kid.kid, "lower", "kid"),
-    Metric("precision_recall", _precision_recall.precision_recall, "higher", "precision"),
-    Metric("memorization", _memorization.memorization, "lower", "mem/pixel/frac_below_real_min"),
+    Metric("histograms", _histograms.histograms, "lower", "hist/lab/mean/js", hooks=_histograms),
+    Metric("swd", _swd_with_floor, "lower", "swd/mean", "swd_floor/mean", _swd),
+    Metric("msssim", _msssim.msssim, "closer", "msssim/fake", "msssim/real", _msssim),
+    Metric("fid", _fid.fid, "lower", "fid", hooks=_fid),
+    Metric("kid", _kid.kid, "lower", "kid", hooks=_kid),
+    Metric("precision_recall", _precision_recall.precision_recall, "higher", "precision", hooks=_precision_recall),
+    Metric("memorization", _memorization.memorization, "lower", "mem/pixel/frac_below_real_min", hooks=_memorization),
 )}
+
+
+def run_hooks(hook: str, *args) -> dict:
+    """Every registry entry's ``hook(*args)`` merged in registry order (entries without that hook skipped)."""
+    out = {}
+    for m in METRICS.values():
+        if m.hook(hook):
+            out.update(m.hook(hook)(*args))
+    return out
 
 
 def compute(name: str, real, fake, **kw) -> dict:

@@ -58,3 +58,16 @@ def fid(real, fake, extractor=None, act_real=None, **_) -> dict:
     ex = feats.resolve_extractor(extractor)
     act_real = ex(real) if act_real is None else act_real
     return {"fid": fid_from_activations(act_real, ex(fake))}
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
+
+def evaluate(real, fake, settings) -> dict:
+    return {"fid": fid_from_activations(real.features(), fake.features())}
+
+
+def reference(real, settings) -> dict:
+    """``fid_floor``: FID of two halves of the real set, its sampling floor at half the count."""
+    halves = real.feature_halves(settings.seed)
+    return {} if halves is None else {"fid_floor": fid_from_activations(*halves)}

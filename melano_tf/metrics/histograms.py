@@ -203,3 +203,36 @@ def plot_histograms(real, fake, path: str, spaces=SPACES, bins: dict | None = No
             if r == 0 and c == 0:
                 ax.legend(fontsize=8)
     return viz.save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
+
+#: Colour spaces whose per-channel W1 make up the online ``eval/color_w1``.
+COLOR_SPACES = ("rgb", "lab")
+ONLINE_KEYS = ("eval/color_w1",)
+
+
+def color_w1(h_real: dict, h_fake: dict) -> float:
+    """Mean per-channel W1 over :data:`COLOR_SPACES` of two :func:`color_histograms` dicts."""
+    d = histogram_distances(h_real, h_fake)
+    return float(np.mean([d[f"hist/{s}/{c}/w1"] for s in COLOR_SPACES for c in CHANNELS[s]]))
+
+
+def of(images, spaces=SPACES) -> dict:
+    """:func:`color_histograms` of an ImageSet, computed once per set of spaces."""
+    return images.cached(("histograms", spaces), lambda: color_histograms(images.images, spaces))
+
+
+def evaluate(real, fake, settings) -> dict:
+    return histogram_distances(of(real), of(fake))
+
+
+def online(real, fake, settings) -> dict:
+    """``eval/color_w1`` and its floor: the same between two seeded-random halves of the real set."""
+    def floor():
+        order = np.random.default_rng(settings.seed).permutation(len(real))
+        half = len(real) // 2
+        return color_w1(*(color_histograms(real.images[i], COLOR_SPACES) for i in (order[:half], order[half:2 * half])))
+    return {"eval/color_w1": color_w1(of(real, COLOR_SPACES), color_histograms(fake.images, COLOR_SPACES)),
+            "eval/color_w1_floor": real.cached(("color_w1_floor", settings.seed), floor)}

@@ -61,3 +61,19 @@ def kid(real, fake, extractor=None, act_real=None, num_subsets: int = NUM_SUBSET
     act_real = ex(real) if act_real is None else act_real
     mean, std = kid_from_activations(act_real, ex(fake), num_subsets, subset_size, seed)
     return {"kid": mean, "kid_std": std}
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
+
+ONLINE_KEYS = ("eval/kid",)
+
+
+def evaluate(real, fake, settings) -> dict:
+    mean, std = kid_from_activations(real.features(), fake.features(), settings.kid_subsets,
+                                     settings.kid_subset_size, settings.seed)
+    return {"kid": mean, "kid_std": std}
+
+
+def online(real, fake, settings) -> dict:
+    return {"eval/kid": evaluate(real, fake, settings)["kid"]}

@@ -24,6 +24,7 @@ The closest pairs are shown by :func:`nn_grid` (sample | nearest training image)
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -163,3 +164,32 @@ def plot_distances(results: dict, path: str, title: str = "") -> str:
         ax.set_xlabel("RMS pixel distance" if name == "pixel" else "feature distance", fontsize=9)
         ax.legend(fontsize=8)
     return viz.save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
+
+def _spaces(real, fake) -> dict:
+    """:func:`memorization_spaces` of the samples against the training set (and its held-out part), once."""
+    held = real.heldout
+    return fake.cached("memorization", lambda: memorization_spaces(
+        real.images, fake.images, None if held is None else held.images, act_train=real.features(),
+        act_heldout=None if held is None else held.features(), act_samples=fake.features()))
+
+
+def evaluate(real, fake, settings) -> dict:
+    out = {}
+    for space, r in _spaces(real, fake).items():
+        out.update(r.summary(f"mem/{space}"))
+    return out
+
+
+def plots(real, fake, folder: str, title: str) -> dict:
+    """``nn_<space>.png`` (closest pairs) per space and ``nn_distances.png`` in ``folder``."""
+    spaces, files = _spaces(real, fake), {}
+    for space, r in spaces.items():
+        files[f"nn_{space}"] = f"nn_{space}.png"
+        viz.save_png(os.path.join(folder, files[f"nn_{space}"]), nn_grid(fake.images, real.images, r, k=16))
+    files["nn_distances"] = "nn_distances.png"
+    plot_distances(spaces, os.path.join(folder, files["nn_distances"]), title)
+    return files

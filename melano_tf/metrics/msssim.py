@@ -94,3 +94,16 @@ def msssim(real, fake, num_pairs: int = NUM_PAIRS, seed: int = 0, **_) -> dict:
     r_mean, r_std = mean_pair_msssim(real, num_pairs, seed + 1)
     return {"msssim/fake": f_mean, "msssim/real": r_mean, "msssim/fake_std": f_std,
             "msssim/real_std": r_std}
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
+
+def evaluate(real, fake, settings) -> dict:
+    m, s = mean_pair_msssim(fake.images, settings.msssim_pairs, settings.seed)
+    return {"msssim/fake": m, "msssim/fake_std": s}
+
+
+def reference(real, settings) -> dict:
+    m, s = mean_pair_msssim(real.images, settings.msssim_pairs, settings.seed + 1)
+    return {"msssim/real": m, "msssim/real_std": s}

@@ -103,3 +103,26 @@ def precision_recall(real, fake, extractor=None, k: int = K, act_real=None, **_)
     ex = features.resolve_extractor(extractor)
     act_real = ex(real) if act_real is None else act_real
     return precision_recall_from_activations(act_real, ex(fake), k)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
+
+ONLINE_KEYS = ("eval/precision", "eval/recall")
+
+
+def evaluate(real, fake, settings) -> dict:
+    return precision_recall_from_activations(real.features(), fake.features(), settings.k)
+
+
+def reference(real, settings) -> dict:
+    """``precision_real``, ``recall_real``: of two halves of the real set (those of ``fid_floor``)."""
+    halves = real.feature_halves(settings.seed)
+    if halves is None:
+        return {}
+    out = precision_recall_from_activations(*halves, settings.k)
+    return {"precision_real": out["precision"], "recall_real": out["recall"]}
+
+
+def online(real, fake, settings) -> dict:
+    return {f"eval/{k}": v for k, v in evaluate(real, fake, settings).items()}

@@ -180,3 +180,44 @@ def swd_floor(real, seed: int = 0, normalize: str = "separate", **_) -> dict:
     """
     real = np.asarray(real)
     return floor_from_descriptors(descriptors(real, seed), pyramid_resolutions(real.shape[1]), seed, normalize)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
+
+ONLINE_KEYS = ("eval/swd",)
+
+
+def _real_descriptors(real, seed: int) -> list[np.ndarray]:
+    return real.cached(("swd_descriptors", seed), lambda: descriptors(real.images, seed))
+
+
+def _renamed(d: dict, old: str, new: str) -> dict:
+    return {k.replace(old, new): v for k, v in d.items()}
+
+
+def evaluate(real, fake, settings) -> dict:
+    """SWD per level and mean, then the same with the descriptors normalised by the real set's statistics
+    (``swd_realnorm/...``); the samples' descriptors are not kept."""
+    seed, res = settings.seed, pyramid_resolutions(real.resolution)
+    d_real, d_fake = _real_descriptors(real, seed), descriptors(fake.images, seed + 1)
+    out = swd_from_descriptors(d_real, d_fake, res, seed)
+    out.update(_renamed(swd_from_descriptors(d_real, d_fake, res, seed, "real"), "swd/", "swd_realnorm/"))
+    return out
+
+
+def reference(real, settings) -> dict:
+    """The floors of :func:`evaluate`'s two normalisations (``swd_floor/...``, ``swd_realnorm_floor/...``)."""
+    seed, res = settings.seed, pyramid_resolutions(real.resolution)
+    out = floor_from_descriptors(_real_descriptors(real, seed), res, seed)
+    out.update(_renamed(floor_from_descriptors(_real_descriptors(real, seed), res, seed, "real"),
+                        "swd_floor/", "swd_realnorm_floor/"))
+    return out
+
+
+def online(real, fake, settings) -> dict:
+    seed, res = settings.seed, pyramid_resolutions(real.resolution)
+    d_real = _real_descriptors(real, seed)
+    floor = real.cached(("swd_floor/mean", seed), lambda: floor_from_descriptors(d_real, res, seed)["swd_floor/mean"])
+    return {"eval/swd": swd_from_descriptors(d_real, descriptors(fake.images, seed + 1), res, seed)["swd/mean"],
+            "eval/swd_floor": floor}
