@@ -359,21 +359,21 @@ def classifier_config():
 @_once
 def define_experiment_flags() -> None:
     """Flags of bin/imbalance_experiment: the classifier flags plus phantoms, seeds and a small GAN."""
-    from melano_tf.classify import experiment as exp
-    e = exp.ExperimentConfig()
+    from melano_tf.classify import experiment_config as xconf
+    e = xconf.ExperimentConfig()
     define_classifier_flags(resolution=e.resolution, imbalance=e.imbalance, train_steps=e.classifier_steps,
                             export=False)
     flags.DEFINE_list("seeds", [str(s) for s in e.seeds], "Classifier seeds; the table reports mean and std.")
     flags.DEFINE_list("regimes", list(e.regimes), "Regimes to run.")
     flags.DEFINE_list("phantom_counts", [f"{k}:{v}" for k, v in e.phantom_counts],
                       "Phantom images per class before melanoma is made rare in the training split.")
-    flags.DEFINE_enum("gan_data", e.gan_data, list(exp.GAN_DATA), "all_conditional: a class-conditional "
+    flags.DEFINE_enum("gan_data", e.gan_data, list(xconf.GAN_DATA), "all_conditional: a class-conditional "
                       "generator on every training lesion, melanoma drawn by label; melanoma_only: the "
                       "paper-like generator on the rare training melanoma only.")
     flags.DEFINE_list("gan_seeds", [str(s) for s in e.gan_seeds], "One generator per seed; classifier seed i "
                       "uses generator i mod len(gan_seeds).")
     define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
-    for key, (field, help_text) in exp.GAN_FLAGS.items():   # the recipe: one table in classify.experiment
+    for key, (field, help_text) in xconf.GAN_FLAGS.items():   # the recipe: one table in experiment_config
         default = getattr(e.gan, field)
         define[type(default)](f"gan_{key}", default, help_text)
     flags.DEFINE_float("gan_cond_transition", e.gan_cond_transition, "all_conditional: the class conditioning is "
@@ -389,7 +389,7 @@ def define_experiment_flags() -> None:
 
 
 def experiment_config():
-    from melano_tf.classify import experiment as exp
+    from melano_tf.classify import experiment_config as xconf
     from melano_tf.errors import UserError
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required (the experiment folder)")
@@ -408,10 +408,10 @@ def experiment_config():
     except ValueError:
         raise UserError(f"--gan_seeds={','.join(FLAGS.gan_seeds)}: expected comma-separated integers") from None
     base = classifier_config()
-    gan = exp.gan_recipe(**{key: FLAGS[f"gan_{key}"].value for key in exp.GAN_FLAGS})
+    gan = xconf.gan_recipe(**{key: FLAGS[f"gan_{key}"].value for key in xconf.GAN_FLAGS})
     rest = {name: FLAGS[name].value for name in ("gan_data", "gan_cond_transition", "filter_pool", "num_bootstrap",
                                                  "deterministic", "deterministic_threads")}
-    conf = exp.ExperimentConfig(
+    conf = xconf.ExperimentConfig(
         out_dir=FLAGS.model_dir, resolution=FLAGS.resolution, data_seed=FLAGS.seed, seeds=seeds,
         regimes=tuple(FLAGS.regimes), phantom_counts=tuple(counts), imbalance=FLAGS.imbalance,
         num_synthetic=FLAGS.num_synthetic, gan_seeds=gan_seeds, classifier_steps=FLAGS.train_steps,
@@ -419,7 +419,7 @@ def experiment_config():
         **rest)
     conf.validate()
     if conf.generator_regimes:   # the generators' own configs: the same errors as bin/train_*
-        exp.gan_config(conf, None).validate()
+        xconf.gan_config(conf, None).validate()
     return conf
 
 

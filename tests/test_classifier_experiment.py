@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 
 from melano_tf.classify import experiment as exp
+from melano_tf.classify import experiment_config as xconf
+from melano_tf.classify import experiment_report as xreport
 from melano_tf.classify.config import ClassifierConfig
 from melano_tf.data import phantom
 
@@ -31,9 +33,9 @@ def phantoms(tmp_path_factory):
 @pytest.fixture(scope="module")
 def experiment(phantoms, tmp_path_factory):
     out = tmp_path_factory.mktemp("experiment")
-    conf = exp.ExperimentConfig(
+    conf = xconf.ExperimentConfig(
         out_dir=str(out / "run"), data_dir=phantoms, resolution=32, seeds=(0, 1), gan_seeds=(0, 1), imbalance=8,
-        gan=exp.gan_recipe(scheme="dcgan", steps=2, batch_size=4, latent_dim=16, base_filters=32, min_filters=8),
+        gan=xconf.gan_recipe(scheme="dcgan", steps=2, batch_size=4, latent_dim=16, base_filters=32, min_filters=8),
         classifier_steps=2, classifier=ClassifierConfig(batch_size=8, width=4),
         num_bootstrap=200, export_base=str(out / "export"), gan_cond_transition=0.5)
     import keras
@@ -48,12 +50,12 @@ def test_every_regime_trains_and_is_tabled(experiment):
     conf, summary = experiment
     assert summary["train_counts"]["melanoma"] == summary["train_counts"]["non_melanoma"] // 8
     lines = summary["table"].splitlines()
-    assert len(lines) == 2 + len(conf.regimes) and set(conf.regimes) == set(exp.DEFAULT_REGIMES)
+    assert len(lines) == 2 + len(conf.regimes) and set(conf.regimes) == set(xconf.DEFAULT_REGIMES)
     for regime in conf.regimes:
         runs = summary["results"][regime]
         assert [m["seed"] for m in runs] == [0, 1]
         for m in runs:
-            for key, _ in exp.METRICS:
+            for key, _ in xreport.METRICS:
                 assert m["readout"][key] is None or 0.0 <= m["readout"][key] <= 1.0
             assert sum(map(sum, m["confusion_matrix"])) == sum(summary["test_counts"].values())
             assert "train_seconds" not in m
@@ -160,46 +162,46 @@ def test_gan_data_lands_in_the_train_split_of_its_cache(tmp_path):
 
 
 def test_gan_config_ramps_the_classes_in_for_the_conditional_generator():
-    g500 = exp.gan_recipe(steps=500)
-    conf = exp.ExperimentConfig(gan=g500, gan_cond_transition=0.5)
-    assert exp.gan_config(conf, "d").cond_transition == (0, 250)
-    assert exp.gan_config(exp.ExperimentConfig(gan=g500, gan_cond_transition=0.0), "d").cond_transition == ()
-    only = exp.ExperimentConfig(gan=g500, gan_cond_transition=0.5, gan_data="melanoma_only")
-    assert exp.gan_config(only, "d").cond_transition == () and not exp.gan_config(only, "d").conditional
+    g500 = xconf.gan_recipe(steps=500)
+    conf = xconf.ExperimentConfig(gan=g500, gan_cond_transition=0.5)
+    assert xconf.gan_config(conf, "d").cond_transition == (0, 250)
+    assert xconf.gan_config(xconf.ExperimentConfig(gan=g500, gan_cond_transition=0.0), "d").cond_transition == ()
+    only = xconf.ExperimentConfig(gan=g500, gan_cond_transition=0.5, gan_data="melanoma_only")
+    assert xconf.gan_config(only, "d").cond_transition == () and not xconf.gan_config(only, "d").conditional
     with pytest.raises(exp.UserError, match="gan_cond_transition"):
-        exp.ExperimentConfig(gan_cond_transition=1.5).validate()
+        xconf.ExperimentConfig(gan_cond_transition=1.5).validate()
 
 
 def test_every_gan_recipe_flag_reaches_the_generators_config():
-    base = exp.gan_config(exp.ExperimentConfig(), "d", 3)
+    base = xconf.gan_config(xconf.ExperimentConfig(), "d", 3)
     assert base.seed == 3 and base.data.data_dir == "d" and base.conditional
-    for key, (field, _) in exp.GAN_FLAGS.items():
-        old = getattr(exp.GAN_RECIPE, field)
+    for key, (field, _) in xconf.GAN_FLAGS.items():
+        old = getattr(xconf.GAN_RECIPE, field)
         new = {"scheme": "dcgan", "loss": "hinge", "g_upsample": "transpose", "augment": "none",
                "augment_policy": "cutout"}.get(key, old + 1 if isinstance(old, (int, float)) else old)
         assert new != old, key
-        got = exp.gan_config(exp.ExperimentConfig(gan=exp.gan_recipe(**{key: new})), "d", 3)
+        got = xconf.gan_config(xconf.ExperimentConfig(gan=xconf.gan_recipe(**{key: new})), "d", 3)
         assert getattr(got, field) == new, key
         assert got.seed == 3 and got.data.data_dir == "d"
     with pytest.raises(exp.UserError, match="--gan_seed_size"):
-        exp.gan_recipe(seed_size=3)
+        xconf.gan_recipe(seed_size=3)
 
 
 def test_the_experiment_binary_defines_one_flag_per_recipe_entry():
     # in a child process: defining the experiment's flags changes shared defaults of this process's FLAGS
-    code = ("import json; from melano_tf import flags as f; from melano_tf.classify import experiment as e; "
+    code = ("import json; from melano_tf import flags as f; from melano_tf.classify import experiment_config as e; "
             "f.define_experiment_flags(); print(json.dumps({k: f.FLAGS['gan_' + k].default for k in e.GAN_FLAGS}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-2000:]
     defaults = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert defaults == {key: getattr(exp.GAN_RECIPE, field) for key, (field, _) in exp.GAN_FLAGS.items()}
+    assert defaults == {key: getattr(xconf.GAN_RECIPE, field) for key, (field, _) in xconf.GAN_FLAGS.items()}
 
 
 def test_mean_std_and_table():
-    assert exp.mean_std([0.5, 0.7, None]) == (pytest.approx(0.6), pytest.approx(np.sqrt(0.02)))
-    assert exp.mean_std([0.5]) == (0.5, 0.0)
-    assert exp.mean_std([None]) == (None, None)
+    assert xreport.mean_std([0.5, 0.7, None]) == (pytest.approx(0.6), pytest.approx(np.sqrt(0.02)))
+    assert xreport.mean_std([0.5]) == (0.5, 0.0)
+    assert xreport.mean_std([None]) == (None, None)
 
 
 def _bin(name, *args, timeout=300):

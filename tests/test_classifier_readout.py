@@ -12,6 +12,8 @@ import pytest
 
 from melano_tf.classify import data as cdata
 from melano_tf.classify import experiment as exp
+from melano_tf.classify import experiment_config as xconf
+from melano_tf.classify import experiment_report as xreport
 from melano_tf.classify import metrics as M
 from melano_tf.classify import regimes
 from melano_tf.classify.config import ClassifierConfig
@@ -92,15 +94,15 @@ def test_paired_bootstrap_hand_computed():
     assert M.verdict({"mean": 0.1, "low": -0.01, "high": 0.2}) == "ties"
     beats, ties, loses = ({"mean": 1, "low": 0.5, "high": 1}, {"mean": 0, "low": -1, "high": 1},
                           {"mean": -1, "low": -1, "high": -0.5})
-    assert exp.overall_verdict({"pr_auc": beats, "sensitivity_at_spec90": ties}) == "beats"
-    assert exp.overall_verdict({"pr_auc": beats, "sensitivity_at_spec90": loses}) == "ties"
-    assert exp.overall_verdict({"pr_auc": ties, "sensitivity_at_spec90": loses}) == "loses"
+    assert xreport.overall_verdict({"pr_auc": beats, "sensitivity_at_spec90": ties}) == "beats"
+    assert xreport.overall_verdict({"pr_auc": beats, "sensitivity_at_spec90": loses}) == "ties"
+    assert xreport.overall_verdict({"pr_auc": ties, "sensitivity_at_spec90": loses}) == "loses"
 
 
 def test_paired_differences_pair_by_seed():
     res = {"oversample": [{"seed": s, "readout": {"pr_auc": v}} for s, v in ((0, 0.5), (1, 0.6), (2, 0.7))],
            "x": [{"seed": s, "readout": {"pr_auc": v}} for s, v in ((2, 0.9), (0, 0.6))]}   # seed 1 missing
-    d = exp.paired_differences(res, ["oversample", "x"], num_resamples=1000)
+    d = xreport.paired_differences(res, ["oversample", "x"], num_resamples=1000)
     assert list(d) == ["x"] and d["x"]["pr_auc"]["n"] == 2
     assert d["x"]["pr_auc"]["mean"] == pytest.approx(0.15)
 
@@ -120,7 +122,7 @@ def test_new_regime_registered_in_one_place_runs(phantoms, tmp_path):
 
     try:
         ClassifierConfig(regime="halve_rest").validate()
-        conf = exp.ExperimentConfig(out_dir=str(tmp_path), data_dir=phantoms, resolution=32, seeds=(0,),
+        conf = xconf.ExperimentConfig(out_dir=str(tmp_path), data_dir=phantoms, resolution=32, seeds=(0,),
                                     regimes=("oversample", "halve_rest"), imbalance=8, classifier_steps=2,
                                     classifier=ClassifierConfig(batch_size=8, width=4), num_bootstrap=100)
         summary = exp.run_experiment(conf)
@@ -131,7 +133,7 @@ def test_new_regime_registered_in_one_place_runs(phantoms, tmp_path):
     finally:
         regimes.unregister("halve_rest")
     with pytest.raises(Exception, match="halve_rest"):
-        exp.ExperimentConfig(regimes=("halve_rest",)).validate()
+        xconf.ExperimentConfig(regimes=("halve_rest",)).validate()
 
 
 def _experiment(out, phantoms):

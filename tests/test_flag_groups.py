@@ -23,9 +23,9 @@ SHOW = "print(json.dumps({k: f.FLAGS[k].default for k in ('resolution', 'train_s
 
 
 def test_each_binary_gets_its_own_defaults():
-    from melano_tf.classify import experiment as exp
     from melano_tf.classify.config import ClassifierConfig
-    c, e = ClassifierConfig(), exp.ExperimentConfig()
+    from melano_tf.classify.experiment_config import ExperimentConfig
+    c, e = ClassifierConfig(), ExperimentConfig()
     assert _defaults("f.define_classifier_flags()\n" + SHOW) == {
         "resolution": c.data.resolution, "train_steps": c.train_steps, "imbalance": c.imbalance, "export": c.export}
     assert _defaults("f.define_experiment_flags()\n" + SHOW) == {

@@ -28,7 +28,7 @@
    (``metrics.readout``): decision threshold chosen on validation, metrics on test.
 6. The table: mean and sample standard deviation (ddof = 1) over seeds per regime; the paired
    difference to ``oversample`` (same seeds) with a 95% bootstrap interval over seeds
-   (``metrics.paired_bootstrap``), and per regime one verdict line (``verdict_line``):
+   (``metrics.paired_bootstrap``), and per regime one verdict line (``experiment_report``):
    ``results.md`` / ``results.json`` (no timings or absolute paths: with ``deterministic`` the
    same command writes the same bytes); timings go to ``timing.json``.
 7. ``images.png``: real training melanoma, generated melanoma of every generator and the
@@ -50,134 +50,16 @@ import numpy as np
 
 from melano_tf import console, fileio, viz
 from melano_tf.classify import data as cdata
+from melano_tf.classify import experiment_report as creport
 from melano_tf.classify import synthetic as csynthetic
 from melano_tf.classify import metrics as cmetrics
 from melano_tf.classify import regimes as cregimes
 from melano_tf.classify import train as ctrain
 from melano_tf.classify.config import ClassifierConfig
-from melano_tf.config import DataConfig, TrainConfig
+from melano_tf.classify.experiment_config import ExperimentConfig, gan_config
 from melano_tf.errors import UserError
 
-#: Table columns: read-out key, label (threshold chosen on validation, all measured on test).
-METRICS = (("balanced_accuracy_at_t", "balanced acc. @t"), ("sensitivity_at_t", "sensitivity @t"),
-           ("specificity_at_t", "specificity @t"), ("sensitivity_at_spec90", "sens. @spec 0.90"),
-           ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"))
-#: The verdict against the reference uses these (the issue's targets).
-PRIMARY = ("pr_auc", "sensitivity_at_spec90")
-REFERENCE = "oversample"
-GAN_DATA = ("all_conditional", "melanoma_only")
 FILTER_SEED_OFFSET = 10_000
-DEFAULT_REGIMES = ("baseline", "class_weights", "oversample", "synthetic", "synthetic_only",
-                   "synthetic_oversample", "synthetic_filtered")
-
-
-#: The generators' recipe: the quick start's (configs/quickstart.cfg) as a TrainConfig template;
-#: ``gan_config`` sets the data, run folder, seed, conditioning and cadence of each generator.
-GAN_RECIPE = TrainConfig(
-    scheme="mod", train_steps=500, batch_size=32, latent_dim=64, base_filters=128, min_filters=32,
-    level_filters=32, level_blocks=2, num_levels=3, base_resolution=0, level_inputs="features", loss="nonsaturating",
-    g_learning_rate=2e-4, d_learning_rate=2e-4, beta_1=0.0, beta_2=0.99, r1_gamma=0.1, r1_every=4, mbstd_group=4,
-    d_init="he", g_upsample="resize", ema_decay=0.99, ema_halflife_images=10000, augment="diffaugment",
-    augment_policy="translation,cutout", strategy="one_device")
-
-#: ``--gan_<key>`` -> (the TrainConfig field it sets, help): the one table the flags, the config
-#: and ``gan_recipe`` read (a new recipe flag is one line here).
-GAN_FLAGS = {
-    "scheme": ("scheme", "Scheme of the generators: any registered one (dcgan, lapgan, mod)."),
-    "steps": ("train_steps", "GAN training steps."),
-    "batch_size": ("batch_size", "GAN batch size."),
-    "latent_dim": ("latent_dim", "GAN latent size."),
-    "base_filters": ("base_filters", "GAN filters at 4x4 (dcgan / mod's coarsest level)."),
-    "min_filters": ("min_filters", "GAN lower bound on filters per layer."),
-    "level_filters": ("level_filters", "lapgan/mod: filters of the finer levels."),
-    "level_blocks": ("level_blocks", "lapgan/mod: conv blocks per level generator."),
-    "num_levels": ("num_levels", "lapgan/mod: pyramid levels."),
-    "base_resolution": ("base_resolution", "lapgan/mod: coarsest level (0: derived)."),
-    "loss": ("loss", "GAN adversarial loss (as --loss)."),
-    "g_learning_rate": ("g_learning_rate", "GAN generator learning rate."),
-    "d_learning_rate": ("d_learning_rate", "GAN discriminator learning rate."),
-    "beta_1": ("beta_1", "GAN Adam beta_1."),
-    "beta_2": ("beta_2", "GAN Adam beta_2."),
-    "r1_gamma": ("r1_gamma", "GAN R1 penalty weight (as --r1_gamma)."),
-    "r1_every": ("r1_every", "GAN lazy R1 interval in steps (as --r1_every)."),
-    "mbstd_group": ("mbstd_group", "GAN minibatch-stddev group (as --mbstd_group)."),
-    "g_upsample": ("g_upsample", "GAN generator doubling (as --g_upsample)."),
-    "ema_decay": ("ema_decay", "GAN EMA decay (as --ema_decay)."),
-    "ema_halflife_images": ("ema_halflife_images", "GAN EMA half-life in images (as --ema_halflife_images)."),
-    "augment": ("augment", "GAN augmentation (as --augment)."),
-    "augment_policy": ("augment_policy", "GAN augmentation ops (as --augment_policy)."),
-}
-
-
-def gan_recipe(**overrides) -> TrainConfig:
-    """``GAN_RECIPE`` with ``--gan_<key>`` values, keyed as in ``GAN_FLAGS`` (``steps=2``)."""
-    bad = sorted(set(overrides) - set(GAN_FLAGS))
-    if bad:
-        raise UserError(f"--gan_{bad[0]}: not a GAN recipe flag; they are {', '.join(GAN_FLAGS)}")
-    return dataclasses.replace(GAN_RECIPE, **{GAN_FLAGS[k][0]: v for k, v in overrides.items()})
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    out_dir: str = "runs/imbalance"
-    data_dir: str | None = None
-    resolution: int = 64
-    data_seed: int = 0
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    regimes: tuple[str, ...] = DEFAULT_REGIMES
-    phantom_counts: tuple[tuple[str, int], ...] = (("melanoma", 300), ("nevus", 1000),
-                                                   ("seborrheic_keratosis", 400))
-    imbalance: float = 20.0
-    num_synthetic: int = 0
-    # generators
-    gan_data: str = "all_conditional"
-    gan_seeds: tuple[int, ...] = (0, 1)
-    gan: TrainConfig = GAN_RECIPE         # the generators' recipe (``--gan_*`` flags, GAN_FLAGS)
-    gan_cond_transition: float = 0.5      # all_conditional: ramp the classes in over this fraction of gan_steps
-    filter_pool: int = 4                  # candidates drawn per wanted filtered melanoma
-    num_bootstrap: int = 10000
-    deterministic: bool = False
-    deterministic_threads: int = 2
-    classifier_steps: int = 300
-    classifier: ClassifierConfig | None = None   # template: backbone, width, batch size, ...
-    export_base: str | None = None
-
-    def validate(self) -> None:
-        known = cregimes.names()
-        bad = [r for r in self.regimes if r not in known]
-        if bad or not self.regimes:
-            raise UserError(f"--regimes={','.join(self.regimes)}: choose from {', '.join(known)}")
-        if len(set(self.regimes)) != len(self.regimes):
-            raise UserError(f"--regimes={','.join(self.regimes)}: a regime is listed twice")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise UserError(f"--seeds={','.join(map(str, self.seeds))}: need distinct seeds, at least one")
-        if not self.gan_seeds or len(set(self.gan_seeds)) != len(self.gan_seeds):
-            raise UserError(f"--gan_seeds={','.join(map(str, self.gan_seeds))}: need distinct seeds, at least one")
-        if self.imbalance <= 0:
-            raise UserError(f"--imbalance={self.imbalance}: the experiment needs a ratio > 0 (e.g. 20)")
-        from melano_tf.gan import registry
-        if self.gan.scheme not in registry.names():
-            raise UserError(f"--gan_scheme={self.gan.scheme}: choose one of {', '.join(registry.names())}")
-        if self.gan_data not in GAN_DATA:
-            raise UserError(f"--gan_data={self.gan_data}: choose one of {', '.join(GAN_DATA)}")
-        if not 0.0 <= self.gan_cond_transition <= 1.0:
-            raise UserError(f"--gan_cond_transition={self.gan_cond_transition}: a fraction of --gan_steps in [0, 1]")
-        for name, value in (("gan_steps", self.gan.train_steps), ("gan_batch_size", self.gan.batch_size),
-                            ("classifier_steps", self.classifier_steps), ("filter_pool", self.filter_pool),
-                            ("num_bootstrap", self.num_bootstrap), ("deterministic_threads", self.deterministic_threads)):
-            if value < 1:
-                raise UserError(f"--{name}={value}: must be >= 1")
-        if self.data_dir is None:
-            from melano_tf.data.phantom import CLASS_NAMES
-            for name, n in self.phantom_counts:
-                if name not in CLASS_NAMES or n < 0:
-                    raise UserError(f"--phantom_counts: {name}:{n}; classes are {', '.join(CLASS_NAMES)}")
-            if dict(self.phantom_counts).get("melanoma", 0) < 4:
-                raise UserError("--phantom_counts: need at least 4 melanoma phantoms")
-
-    @property
-    def generator_regimes(self) -> tuple[str, ...]:
-        return tuple(r for r in self.regimes if cregimes.get(r).needs_generator)
 
 
 def set_deterministic(threads: int = 2) -> None:
@@ -246,99 +128,6 @@ def write_gan_data(out_dir: str, images: np.ndarray, ids, seed: int, classes=Non
     return out_dir
 
 
-def gan_config(conf: ExperimentConfig, data_dir: str, gan_seed: int = 0, model_dir: str | None = None):
-    """The TrainConfig of one generator: ``conf.gan`` (the recipe) on ``data_dir``, conditional for
-    ``gan_data=all_conditional`` (then all classes, the class strength ramped in over
-    ``gan_cond_transition`` of the steps), melanoma only otherwise; one checkpoint and grid at the end."""
-    g = conf.gan
-    every = max(g.train_steps, 1)
-    conditional = conf.gan_data == "all_conditional"
-    return dataclasses.replace(
-        g, data=DataConfig(data_dir=data_dir, data_format="isic2017", resolution=conf.resolution,
-                           classes=() if conditional else ("melanoma",), seed=conf.data_seed),
-        model_dir=model_dir or os.path.join(conf.out_dir, "gan", f"{conf.gan_data}_seed{gan_seed}"),
-        conditional=conditional,
-        cond_transition=(0, max(round(conf.gan_cond_transition * g.train_steps), 1))
-        if conditional and conf.gan_cond_transition > 0 else (),
-        # mod's finer levels build on coarser features; the other schemes have no such input
-        level_inputs=g.level_inputs if g.scheme == "mod" else "image",
-        seed=gan_seed, checkpoint_every=every, sample_every=every,
-        summary_every=max(every // 20, 1), log_every=max(every // 10, 1))
-
-
-def mean_std(values) -> tuple[float | None, float | None]:
-    """(mean, sample std with ddof=1; 0 for one value) of the non-None values."""
-    v = np.array([x for x in values if x is not None], np.float64)
-    if len(v) == 0:
-        return None, None
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
-def _row(run: dict) -> dict:
-    return run.get("readout", run)
-
-
-def table(results: dict, regimes) -> str:
-    """Markdown table: one row per regime, ``mean ± std`` per read-out metric over seeds."""
-    head = "| regime | " + " | ".join(label for _, label in METRICS) + " |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 1)]
-    for r in regimes:
-        runs = results.get(r, [])
-        cells = []
-        for key, _ in METRICS:
-            m, s = mean_std([_row(run).get(key) for run in runs])
-            cells.append("n/a" if m is None else f"{m:.3f} ± {s:.3f}")
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def paired_differences(results: dict, regimes, reference: str = REFERENCE, num_resamples: int = 10000,
-                       seed: int = 0) -> dict:
-    """regime -> metric -> ``paired_bootstrap`` of (regime - reference) over the seeds both have."""
-    ref = {run["seed"]: _row(run) for run in results.get(reference, [])}
-    out = {}
-    for r in regimes:
-        if r == reference or not ref:
-            continue
-        runs = {run["seed"]: _row(run) for run in results.get(r, [])}
-        common = [s for s in runs if s in ref]
-        out[r] = {key: cmetrics.paired_bootstrap([runs[s].get(key) for s in common],
-                                                 [ref[s].get(key) for s in common],
-                                                 num_resamples=num_resamples, seed=seed)
-                  for key, _ in METRICS}
-    return out
-
-
-def overall_verdict(diffs: dict) -> str:
-    """beats: beats on a primary metric and loses on none; loses: the reverse; else ties."""
-    v = [cmetrics.verdict(diffs[k]) for k in PRIMARY]
-    if "beats" in v and "loses" not in v:
-        return "beats"
-    if "loses" in v and "beats" not in v:
-        return "loses"
-    return "ties"
-
-
-def _interval(d: dict) -> str:
-    if d["mean"] is None:
-        return "n/a"
-    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-
-
-def verdict_line(regime: str, diffs: dict, reference: str = REFERENCE) -> str:
-    labels = dict(METRICS)
-    parts = ", ".join(f"{labels[k]} {_interval(diffs[k])} ({cmetrics.verdict(diffs[k])})" for k in PRIMARY)
-    return f"- `{regime}` **{overall_verdict(diffs)}** `{reference}`: {parts}"
-
-
-def difference_table(diffs: dict) -> str:
-    head = "| regime - oversample | " + " | ".join(label for _, label in METRICS) + " |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 1)]
-    for r, d in diffs.items():
-        lines.append(f"| {r} | " + " | ".join(_interval(d[k]) for k, _ in METRICS) + " |")
-    return "\n".join(lines)
-
-
 def _reuse(run_dir: str, config_text: str) -> dict | None:
     try:
         with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
@@ -361,22 +150,6 @@ def _run_key(c: ClassifierConfig, **extra) -> str:
     """The text a run folder's config.json holds (reuse only when it is byte-identical)."""
     d = {"classifier": json.loads(c.to_json()), **extra}
     return json.dumps(d, indent=2, sort_keys=True) + "\n"
-
-
-def _section_figure(path: str, sections: list[tuple[str, np.ndarray]], cols: int = 8) -> str:
-    """One PNG: a titled grid per section (real / generated / filtered images)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    grids = [(title, viz.grid(imgs, cols=cols)) for title, imgs in sections if len(imgs)]
-    heights = [g.shape[0] for _, g in grids]
-    fig, axes = plt.subplots(len(grids), 1, figsize=(8, 1.0 + sum(heights) / 60.0),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, (title, g) in zip(axes[:, 0], grids):
-        ax.imshow(g, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    return viz.save_figure(fig, path, dpi=100)
 
 
 # ------------------------------------------------------------------------------- the steps
@@ -547,7 +320,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
         for g in filtered:
             sections.append((f"filtered, {g}: {filter_info[g]['accepted']} of {filter_info[g]['candidates']} "
                              f"accepted (p >= {filter_info['threshold']:.2f})", filtered[g][:16]))
-        grid_path = _section_figure(os.path.join(out, "images.png"), sections)
+        grid_path = creport.section_figure(os.path.join(out, "images.png"), sections)
         console.say(f"real / generated / filtered melanoma: {grid_path}")
 
     # 5. every regime x seed
@@ -595,35 +368,18 @@ def run_experiment(conf: ExperimentConfig) -> dict:
                           title=f"ROC on the real test split (seed {conf.seeds[0]})")
 
     # 6. the tables and verdicts
-    tab = table(results, conf.regimes)
-    diffs = paired_differences(results, conf.regimes, num_resamples=conf.num_bootstrap)
-    verdicts = {r: overall_verdict(d) for r, d in diffs.items()}
-    header = (f"Imbalance experiment: melanoma 1:{conf.imbalance:g} in training "
-              f"({train.counts(class_names)}), validation {validation.counts(class_names)}, test "
-              f"{test.counts(class_names)}, {conf.resolution} px, {template.backbone} {conf.classifier_steps} "
-              f"steps, seeds {list(conf.seeds)}; generators: {conf.gan.scheme} {conf.gan.train_steps} steps on "
-              f"{conf.gan_data}, GAN seeds {list(conf.gan_seeds)}"
-              + (" (deterministic)" if conf.deterministic else "")
-              + ". Decision threshold chosen per run on the validation split (max. balanced accuracy), "
-              "everything measured on the test split; mean ± std (ddof=1) over seeds.")
-    text = header + "\n\n" + tab + "\n"
-    if diffs:
-        text += (f"\nPaired over seeds, regime minus `{REFERENCE}`: mean difference [95% bootstrap interval, "
-                 f"{conf.num_bootstrap} resamples of the seeds]; verdict on {' and '.join(dict(METRICS)[k] for k in PRIMARY)} "
-                 "(beats: interval above 0 on one and below on none; loses: the reverse; else ties):\n\n"
-                 + "\n".join(verdict_line(r, d) for r, d in diffs.items()) + "\n\n" + difference_table(diffs) + "\n")
-    if filter_info:
-        text += (f"\nFilter: melanoma probability >= {filter_info['threshold']:.3f} under an `oversample` classifier "
-                 "of the real training split (threshold chosen on validation); accepted: "
-                 + ", ".join(f"{g} {filter_info[g]['accepted']}/{filter_info[g]['candidates']}" for g in filtered)
-                 + "\n")
-    if grid_path:
-        text += "\n![real, generated and filtered melanoma](images.png)\n"
+    tab = creport.table(results, conf.regimes)
+    diffs = creport.paired_differences(results, conf.regimes, num_resamples=conf.num_bootstrap)
+    verdicts = {r: creport.overall_verdict(d) for r, d in diffs.items()}
+    counts = {f"{name}_counts": s.counts(class_names) for name, s in (("train", train), ("validation", validation),
+                                                                       ("test", test))}
+    header = creport.results_header(conf, template.backbone, *counts.values())
+    text = creport.results_markdown(header, tab, diffs, conf.num_bootstrap, filter_info, filtered,
+                                    bool(grid_path))
     fileio.write_text_atomic(os.path.join(out, "results.md"), text)
-    summary = {"header": header, "table": tab, "differences": diffs, "verdicts": verdicts,
-               "train_counts": train.counts(class_names), "validation_counts": validation.counts(class_names),
-               "test_counts": test.counts(class_names), "generators": {g: os.path.relpath(p, out) for g, p in gens.items()},
-               "filter": filter_info, "results": results}
+    summary = {"header": header, "table": tab, "differences": diffs, "verdicts": verdicts, **counts,
+               "generators": {g: os.path.relpath(p, out) for g, p in gens.items()}, "filter": filter_info,
+               "results": results}
     fileio.write_text_atomic(os.path.join(out, "results.json"), json.dumps(summary, indent=1, sort_keys=True) + "\n")
     timing["total"] = round(time.time() - t_start, 1)
     fileio.write_text_atomic(os.path.join(out, "timing.json"), json.dumps(timing, indent=1) + "\n")
