@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from melano_tf.errors import UserError
-from melano_tf.gan import networks
+from melano_tf.gan import layers, networks
 
 TINY = dict(base_filters=16, min_filters=4)
 B = 2
@@ -185,8 +185,8 @@ def test_noise_init_sets_the_injected_noise_strength(noise_init):
     change = np.abs(outs[0] - outs[1]).max()
     assert (change == 0.0) if noise_init == 0 else (change > 1e-3)
     # the strength survives a Keras round trip of the layer's config
-    layer = next(l for l in g.layers if isinstance(l, networks.NoiseInjection))
-    assert networks.NoiseInjection.from_config(layer.get_config()).initial_strength == noise_init
+    layer = next(l for l in g.layers if isinstance(l, layers.NoiseInjection))
+    assert layers.NoiseInjection.from_config(layer.get_config()).initial_strength == noise_init
 
 
 def test_noise_init_is_validated():

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from melano_tf import config as cfg
 from melano_tf.errors import UserError
-from melano_tf.gan import networks
+from melano_tf.gan import layers
 from melano_tf.train import loop, runtime
 
 RES, LATENT, BATCH = 32, 8, 8
@@ -105,7 +105,7 @@ def test_lazy_r1_applies_the_scaled_penalty_only_every_n_steps():
 
 
 def test_minibatch_stddev_feature():
-    layer = networks.MinibatchStddev(group_size=2)
+    layer = layers.MinibatchStddev(group_size=2)
     x = np.zeros([4, 2, 2, 3], np.float32)
     x[0], x[2] = 1.0, 3.0  # group rows {0, 2} and {1, 3}: std 1 for the first, 0 for the second
     y = np.asarray(layer(tf.constant(x)))
@@ -124,12 +124,12 @@ def test_recipe_options_build_and_train_every_scheme():
                                r1_every=2)
         names = [layer.name for layer in gan.generators[0].layers]
         for g in gan.generators:    # every 3x3 conv of every level reads mirrored borders
-            pads = {layer.name[:-len("_pad")] for layer in g.layers if isinstance(layer, networks.ReflectPad)}
+            pads = {layer.name[:-len("_pad")] for layer in g.layers if isinstance(layer, layers.ReflectPad)}
             convs = {layer.name for layer in g.layers if type(layer) is keras.layers.Conv2D}
             assert convs and convs == pads
         assert any(n.endswith("_resize") for n in names)
         assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in gan.generators[0].layers)
-        assert all(any(isinstance(layer, networks.MinibatchStddev) for layer in d.layers)
+        assert all(any(isinstance(layer, layers.MinibatchStddev) for layer in d.layers)
                    for d in gan.discriminators)
         out = _train(gan, strategy, 2)
         assert np.isfinite(float(out["d_loss"])) and int(gan.skipped_steps.numpy()) == 0

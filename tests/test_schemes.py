@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from melano_tf import config as cfg
 from melano_tf.errors import UserError
-from melano_tf.gan import networks, registry
+from melano_tf.gan import layers, registry
 from melano_tf.train import loop, runtime
 
 SCHEMES = registry.names()
@@ -316,7 +316,7 @@ def test_mod_level_inputs_features():
     fine = gan.generators[1]
     assert [t.name for t in fine.inputs] == ["coarse_up", "features", "noise"]
     assert int(fine.inputs[1].shape[-1]) == int(gan.generators[0].outputs[1].shape[-1])
-    strengths = [layer.strength for layer in fine.layers if isinstance(layer, networks.NoiseInjection)]
+    strengths = [layer.strength for layer in fine.layers if isinstance(layer, layers.NoiseInjection)]
     assert len(strengths) == 2 and all(float(tf.reduce_max(tf.abs(s))) == 0.0 for s in strengths)
     # at zero strength the fine image does not depend on the level noise
     z = tf.random.stateless_normal([3, gan.latent_dim], [5, 6])

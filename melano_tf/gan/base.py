@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from melano_tf.gan import augment as augment_lib
 from melano_tf.gan import losses as losses_lib
-from melano_tf.gan import networks
+from melano_tf.gan.layers import ConditionStrength
 
 
 def _replica() -> tuple[tf.Tensor, int]:
@@ -74,7 +74,7 @@ class GAN(keras.Model):
         self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps",
                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self._strengths = [layer.strength for m in self.generators + self.ema_generators + self.discriminators
-                           for layer in m.layers if isinstance(layer, networks.ConditionStrength)]
+                           for layer in m.layers if isinstance(layer, ConditionStrength)]
         self.set_condition_strength()
         self.built = True  # sub-models are built; fit() must not try to build the wrapper
 
