@@ -1,7 +1,12 @@
-"""All absl flags of melano_tf, defined here and nowhere else, and their conversion to configs.
+"""All absl flags of melano_tf, defined in this package and nowhere else, and their conversion to configs.
 
 Each binary calls the ``define_*`` groups it needs, then :func:`train_config` /
 :func:`data_config` turns the parsed flags into a frozen config.
+
+Here: the group helpers (:func:`once`, :func:`define_shared`), the data and GAN training groups with
+their configs, and :func:`effective_flags`. ``classify``: the classifier and imbalance experiment groups;
+``tools``: bin/synthesize, bin/evaluate and bin/serving_client. Every ``define_*`` and ``*_config`` is
+reachable from ``melano_tf.flags``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from melano_tf import config as cfg
 FLAGS = flags.FLAGS
 
 
-def _once(fn):
+def once(fn):
     """Define a group at most once per process. A group's defaults are its arguments (each binary
     passes its own), never changed afterwards: a second call with other defaults is an error, so no
     default depends on which group happened to be defined first."""
@@ -44,7 +49,7 @@ def _once(fn):
     return wrapper
 
 
-def _define_shared(kind: str, name: str, default, help_text: str, **kw) -> None:
+def define_shared(kind: str, name: str, default, help_text: str, **kw) -> None:
     """A flag several groups spell the same (model_dir, seed, batch_size, ...): defined by the first
     group; another group in the same process must ask for the same default."""
     if name in FLAGS:
@@ -55,7 +60,7 @@ def _define_shared(kind: str, name: str, default, help_text: str, **kw) -> None:
     getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **kw)
 
 
-@_once
+@once
 def define_data_flags(resolution: int = 256) -> None:
     """Flags shared by every binary that reads images (``resolution``: the binary's default size)."""
     flags.DEFINE_string("data_dir", None, "Image source (ISIC 2017/2019/2020, HAM10000, isic-cli download, "
@@ -66,19 +71,19 @@ def define_data_flags(resolution: int = 256) -> None:
     flags.DEFINE_integer("resolution", resolution, "Image size in pixels (power of two, 32..1024).")
     flags.DEFINE_enum("crop", "center", list(cfg.CROPS), "Square crop: centre, or trim black dermoscope corners first.")
     flags.DEFINE_list("classes", [], "Keep only these classes, e.g. --classes=melanoma.")
-    _define_shared("integer", "seed", 0, "Seed of splits, shuffling, noise and initialisation.")
+    define_shared("integer", "seed", 0, "Seed of splits, shuffling, noise and initialisation.")
     flags.DEFINE_integer("num_phantoms", 2000, "Phantom images generated when --data_dir is not given.")
     flags.DEFINE_boolean("cache_in_memory", True, "Keep the decoded training set in memory.")
     flags.DEFINE_boolean("follow_external_symlinks", False, "Also read files reached through symlinks that "
                          "leave --data_dir (by default they are skipped and listed in the cache's report).")
 
 
-@_once
+@once
 def define_train_flags() -> None:
     """Flags of the training binaries (spelled the same in every one)."""
     define_data_flags()
     d = cfg.TrainConfig()
-    _define_shared("string", "model_dir", None, "Run folder: checkpoints, TensorBoard logs, samples, "
+    define_shared("string", "model_dir", None, "Run folder: checkpoints, TensorBoard logs, samples, "
                    "export. Required.")
     flags.DEFINE_enum("scheme", None, list(cfg.SCHEMES), "Adversarial scheme.")
     flags.DEFINE_integer("latent_dim", d.latent_dim, "Latent vector size.")
@@ -120,8 +125,8 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("r1_every", d.r1_every, "Lazy R1: apply the penalty every N steps with weight "
                          "N * --r1_gamma (StyleGAN2 uses 16); 1: every step.")
     flags.DEFINE_float("gp_weight", d.gp_weight, "WGAN-GP gradient penalty weight.")
-    _define_shared("integer", "batch_size", d.batch_size, "Global batch size (split over replicas).")
-    _define_shared("integer", "train_steps", d.train_steps, "Total training steps (a resume continues "
+    define_shared("integer", "batch_size", d.batch_size, "Global batch size (split over replicas).")
+    define_shared("integer", "train_steps", d.train_steps, "Total training steps (a resume continues "
                    "to this).")
     flags.DEFINE_float("g_learning_rate", d.g_learning_rate, "Generator Adam learning rate.")
     flags.DEFINE_float("d_learning_rate", d.d_learning_rate, "Discriminator Adam learning rate.")
@@ -147,10 +152,11 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Checkpoints kept.")
     flags.DEFINE_integer("summary_every", d.summary_every, "Steps between TensorBoard scalars.")
     flags.DEFINE_integer("sample_every", d.sample_every, "Steps between sample grids.")
-    flags.DEFINE_integer("eval_every", d.eval_every, "Steps between SWD/KID evaluations (0: off); keeps the best checkpoint.")
+    flags.DEFINE_integer("eval_every", d.eval_every, "Steps between SWD/KID evaluations (0: off); keeps the best "
+                         "checkpoint.")
     flags.DEFINE_integer("eval_samples", d.eval_samples, "Samples (and real images) per evaluation during training.")
     flags.DEFINE_enum("best_metric", d.best_metric, ["kid", "swd"], "Metric that picks the best checkpoint.")
-    _define_shared("integer", "log_every", d.log_every, "Steps between progress lines.")
+    define_shared("integer", "log_every", d.log_every, "Steps between progress lines.")
 
 
 def data_config() -> cfg.DataConfig:
@@ -223,14 +229,16 @@ def reconcile_pyramid(kw: dict, resolution: int, explicit: set[str]) -> str | No
         if levels < 2 or new_base < 4 or new_base << (levels - 1) != resolution:
             most = max(2, (resolution // 4).bit_length())
             raise UserError(f"--num_levels={levels}: at --resolution={resolution} the coarsest level would be "
-                            f"{resolution / 2.0 ** min(levels - 1, 1000):g} px (< 4); use --num_levels from 2 to {most}")
+                            f"{resolution / 2.0 ** min(levels - 1, 1000):g} px (< 4); use --num_levels from 2 "
+                            f"to {most}")
     else:
         new_base = base if resolution >= 2 * base or on_cl_base else resolution // 2
         new_levels = fit(new_base)
         if new_levels is None:
             what = "--base_resolution" if on_cl_base else "the flagfile's --base_resolution"
             raise UserError(f"--base_resolution={base} --resolution={resolution}: {what} must be a power "
-                            f"of two from 4 to {resolution // 2}; use e.g. --base_resolution={max(4, min(32, resolution // 2))}")
+                            f"of two from 4 to {resolution // 2}; use e.g. "
+                            f"--base_resolution={max(4, min(32, resolution // 2))}")
     weights = tuple(kw.get("level_weights") or ())
     new_weights = weights
     if weights and len(weights) != new_levels:
@@ -295,183 +303,12 @@ def effective_flags() -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
-# ---------------------------------------------------------------------------- lesion classifier (issue 5)
+# The other groups, after the helpers they use (their modules import them from here).
+from melano_tf.flags.classify import (  # noqa: E402
+    classifier_config, define_classifier_flags, define_experiment_flags, experiment_config)
+from melano_tf.flags.tools import define_eval_flags, define_serving_client_flags, define_synthesize_flags  # noqa: E402
 
-@_once
-def define_classifier_flags(**defaults) -> None:
-    """Flags of bin/train_classifier (and the classifier part of bin/imbalance_experiment, which
-    passes its own ``defaults``: resolution, imbalance, train_steps, export)."""
-    from melano_tf.classify import config as ccfg
-    d = ccfg.ClassifierConfig()
-    bad = sorted(set(defaults) - {"resolution", "imbalance", "train_steps", "export"})
-    if bad:
-        raise TypeError(f"define_classifier_flags: no default for {bad}")
-    dflt = {"resolution": d.data.resolution, "imbalance": d.imbalance, "train_steps": d.train_steps,
-            "export": d.export, **defaults}
-    define_data_flags(resolution=dflt["resolution"])
-    _define_shared("string", "model_dir", None, "Run folder: metrics.json, roc.png, saved_model/. Required.")
-    _define_shared("integer", "batch_size", d.batch_size, "Batch size.")
-    _define_shared("integer", "train_steps", dflt["train_steps"], "Training steps.")
-    _define_shared("integer", "log_every", d.log_every, "Steps between progress lines.")
-    flags.DEFINE_enum("regime", d.regime, list(ccfg.regime_names()),
-                      "Training set: as is, class-weighted loss, oversampled, plus generated melanoma, "
-                      "or generated melanoma instead of the real ones.")
-    flags.DEFINE_integer("num_classes", d.num_classes, "2: melanoma vs rest; 3: nevus / melanoma / SK.")
-    flags.DEFINE_enum("backbone", d.backbone, list(ccfg.BACKBONES), "Classifier network.")
-    flags.DEFINE_string("backbone_weights", "none", "Local weights file of the keras.applications backbone "
-                        "(without top), or none; nothing is downloaded.")
-    flags.DEFINE_integer("width", d.width, "small_cnn: filters of the first stage (doubled per stage).")
-    flags.DEFINE_float("dropout", d.dropout, "Dropout before the last layer.")
-    flags.DEFINE_float("imbalance", dflt["imbalance"], "Make melanoma rare in the training split: at most 1 "
-                       "per this many others (e.g. 20); 0 keeps the data as is.")
-    flags.DEFINE_string("synthetic", None, "Generated melanoma: a generator SavedModel or a folder of "
-                        "PNG/JPEG images (bin/synthesize).")
-    flags.DEFINE_integer("num_synthetic", d.num_synthetic, "Generated melanoma to use; 0: as many as "
-                         "balance melanoma against the largest other class.")
-    flags.DEFINE_integer("synthetic_seed", d.synthetic_seed, "Seed of the generator's sample signature.")
-    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate (cosine decay to 0).")
-    flags.DEFINE_boolean("flip_augment", d.flip_augment, "Random flips / 90-degree rotations.")
-    flags.DEFINE_boolean("export", dflt["export"], "Write the classifier SavedModel to --model_dir/saved_model.")
-    flags.DEFINE_string("export_base", None, "Also publish into this TF Serving layout "
-                        "(EXPORT_BASE/<name>/<version>/) and rewrite EXPORT_BASE/models.config.")
-    flags.DEFINE_string("serving_name", d.serving_name, "Model name under --export_base.")
-
-
-def classifier_config():
-    """The classifier config from parsed flags; raises UserError on an invalid combination."""
-    from melano_tf.classify import config as ccfg
-    from melano_tf.errors import UserError
-    if not FLAGS.model_dir:
-        raise UserError("--model_dir is required (the run folder)")
-    weights = FLAGS.backbone_weights
-    conf = ccfg.ClassifierConfig(
-        data=data_config(), model_dir=FLAGS.model_dir, regime=FLAGS.regime, num_classes=FLAGS.num_classes,
-        backbone=FLAGS.backbone, backbone_weights=None if weights in ("", "none", None) else weights,
-        width=FLAGS.width, dropout=FLAGS.dropout, imbalance=FLAGS.imbalance, synthetic=FLAGS.synthetic or None,
-        num_synthetic=FLAGS.num_synthetic, synthetic_seed=FLAGS.synthetic_seed, batch_size=FLAGS.batch_size,
-        train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate, flip_augment=FLAGS.flip_augment,
-        seed=FLAGS.seed, log_every=FLAGS.log_every, export=FLAGS.export, export_base=FLAGS.export_base or None,
-        serving_name=FLAGS.serving_name)
-    conf.validate()
-    return conf
-
-
-@_once
-def define_experiment_flags() -> None:
-    """Flags of bin/imbalance_experiment: the classifier flags plus phantoms, seeds and a small GAN."""
-    from melano_tf.classify import experiment_config as xconf
-    e = xconf.ExperimentConfig()
-    define_classifier_flags(resolution=e.resolution, imbalance=e.imbalance, train_steps=e.classifier_steps,
-                            export=False)
-    flags.DEFINE_list("seeds", [str(s) for s in e.seeds], "Classifier seeds; the table reports mean and std.")
-    flags.DEFINE_list("regimes", list(e.regimes), "Regimes to run.")
-    flags.DEFINE_list("phantom_counts", [f"{k}:{v}" for k, v in e.phantom_counts],
-                      "Phantom images per class before melanoma is made rare in the training split.")
-    flags.DEFINE_enum("gan_data", e.gan_data, list(xconf.GAN_DATA), "all_conditional: a class-conditional "
-                      "generator on every training lesion, melanoma drawn by label; melanoma_only: the "
-                      "paper-like generator on the rare training melanoma only.")
-    flags.DEFINE_list("gan_seeds", [str(s) for s in e.gan_seeds], "One generator per seed; classifier seed i "
-                      "uses generator i mod len(gan_seeds).")
-    define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
-    for key, (field, help_text) in xconf.GAN_FLAGS.items():   # the recipe: one table in experiment_config
-        default = getattr(e.gan, field)
-        define[type(default)](f"gan_{key}", default, help_text)
-    flags.DEFINE_float("gan_cond_transition", e.gan_cond_transition, "all_conditional: the class conditioning is "
-                       "ramped in from 0 over this fraction of --gan_steps (as --cond_transition=0,N; 0: off).")
-    flags.DEFINE_integer("filter_pool", e.filter_pool, "synthetic_filtered: generated candidates drawn per "
-                         "wanted melanoma.")
-    flags.DEFINE_integer("num_bootstrap", e.num_bootstrap, "Bootstrap resamples of the seeds for the paired "
-                         "intervals.")
-    flags.DEFINE_boolean("deterministic", e.deterministic, "TensorFlow op determinism, fixed thread counts "
-                         "(inter-op 1, intra-op --deterministic_threads), seeded data order: the same command "
-                         "writes the same results.json (slower).")
-    flags.DEFINE_integer("deterministic_threads", e.deterministic_threads, "Intra-op threads with --deterministic.")
-
-
-def experiment_config():
-    from melano_tf.classify import experiment_config as xconf
-    from melano_tf.errors import UserError
-    if not FLAGS.model_dir:
-        raise UserError("--model_dir is required (the experiment folder)")
-    try:
-        seeds = tuple(int(s) for s in FLAGS.seeds)
-    except ValueError:
-        raise UserError(f"--seeds={','.join(FLAGS.seeds)}: expected comma-separated integers") from None
-    counts = []
-    for item in FLAGS.phantom_counts:
-        name, _, n = item.partition(":")
-        if not n.strip().isdigit():
-            raise UserError(f"--phantom_counts: {item!r} is not class:count")
-        counts.append((name.strip(), int(n)))
-    try:
-        gan_seeds = tuple(int(s) for s in FLAGS.gan_seeds)
-    except ValueError:
-        raise UserError(f"--gan_seeds={','.join(FLAGS.gan_seeds)}: expected comma-separated integers") from None
-    base = classifier_config()
-    gan = xconf.gan_recipe(**{key: FLAGS[f"gan_{key}"].value for key in xconf.GAN_FLAGS})
-    rest = {name: FLAGS[name].value for name in ("gan_data", "gan_cond_transition", "filter_pool", "num_bootstrap",
-                                                 "deterministic", "deterministic_threads")}
-    conf = xconf.ExperimentConfig(
-        out_dir=FLAGS.model_dir, resolution=FLAGS.resolution, data_seed=FLAGS.seed, seeds=seeds,
-        regimes=tuple(FLAGS.regimes), phantom_counts=tuple(counts), imbalance=FLAGS.imbalance,
-        num_synthetic=FLAGS.num_synthetic, gan_seeds=gan_seeds, classifier_steps=FLAGS.train_steps,
-        classifier=base, export_base=FLAGS.export_base or None, data_dir=FLAGS.data_dir or None, gan=gan,
-        **rest)
-    conf.validate()
-    if conf.generator_regimes:   # the generators' own configs: the same errors as bin/train_*
-        xconf.gan_config(conf, None).validate()
-    return conf
-
-
-@_once
-def define_serving_client_flags() -> None:
-    """Flags of bin/serving_client."""
-    flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "REST (JSON, base64) or gRPC (PredictRequest).")
-    flags.DEFINE_string("server", "localhost:8501", "REST host:port of tensorflow_model_server.")
-    flags.DEFINE_string("grpc_server", "localhost:8500", "gRPC host:port of tensorflow_model_server.")
-    flags.DEFINE_string("model_name", "lesion_classifier", "Model name in the server's models.config.")
-    flags.DEFINE_integer("model_version", 0, "Version to ask for; 0: the latest the server has.")
-    flags.DEFINE_string("signature_name", "", "Signature; default serving_default (images) or sample "
-                        "(--sample_count).")
-    flags.DEFINE_list("images", [], "JPEG/PNG files to classify.")
-    flags.DEFINE_integer("sample_count", 0, "Ask a generator for this many images (its sample signature).")
-    flags.DEFINE_integer("sample_seed", 0, "Seed of the generator request.")
-    flags.DEFINE_boolean("dry_run", False, "Print the request instead of sending it.")
-    flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the server.")
-    flags.DEFINE_string("output_dir", None, "Write the response (JSON, and PNGs of generated images) here.")
-
-
-# ---------------------------------------------------------------------------- synthesize / evaluate (issue 4)
-
-@_once
-def define_synthesize_flags() -> None:
-    """Flags of bin/synthesize."""
-    _define_shared("string", "model_dir", None, "Run folder whose saved_model/ draws the images.")
-    flags.DEFINE_string("saved_model", None, "A generator SavedModel folder (instead of --model_dir).")
-    flags.DEFINE_integer("num_images", 64, "Images to draw.")
-    flags.DEFINE_string("out", None, "Folder for the PNG files and manifest.json. Required.")
-    flags.DEFINE_string("class", None, "Class to draw from a conditional generator (name or index); "
-                        "default: the training set's class proportions.")
-    _define_shared("integer", "seed", 0, "Seed: batch j uses seed * 1000003 + j.")
-    _define_shared("integer", "batch_size", 32, "Images per call of the generator.")
-
-
-@_once
-def define_eval_flags() -> None:
-    """Flags of bin/evaluate."""
-    flags.DEFINE_multi_string("model_dir", [], "Run folder to evaluate; repeat for several runs "
-                              "(shown side by side).")
-    _define_shared("string", "data_dir", None, "Real images: a prepared cache (manifest.json) or an image "
-                    "source prepared at the runs' resolution. Default: the first run's cache/.")
-    flags.DEFINE_integer("num_samples", 2000, "Synthetic images per run (compare runs at equal counts).")
-    flags.DEFINE_integer("max_real", 10000, "At most this many real training images.")
-    flags.DEFINE_string("out", None, "Folder for metrics.json, plots and report.html. Required.")
-    flags.DEFINE_list("features", ["inception", "random_conv"], "Feature extractors for FID/KID/memorization, "
-                      "first available wins: inception, classifier:PATH, random_conv.")
-    flags.DEFINE_string("inception_weights", None, "InceptionV3 no-top ImageNet weights (.h5); default: "
-                        "Keras' cache. Never downloaded.")
-    flags.DEFINE_string("stats_dir", None, "Cache of real-set features (default ~/.cache/melano_tf/stats).")
-    flags.DEFINE_integer("msssim_pairs", 1000, "Random pairs for MS-SSIM, per set.")
-    flags.DEFINE_integer("kid_subset_size", 1000, "KID subset size (subsets: 100).")
-    _define_shared("integer", "seed", 0, "Seed of sampling, pair and patch choices.")
-    _define_shared("integer", "batch_size", 32, "Images per call of a generator.")
+__all__ = ["FLAGS", "classifier_config", "command_line_flags", "data_config", "define_classifier_flags",
+           "define_data_flags", "define_eval_flags", "define_experiment_flags", "define_serving_client_flags",
+           "define_shared", "define_synthesize_flags", "define_train_flags", "effective_flags", "experiment_config",
+           "once", "reconcile_pyramid", "train_config"]
