@@ -4,6 +4,11 @@ shared by the test modules that train through ``bin/train_dcgan``."""
 import pytest
 import tensorflow as tf
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs of 20 s or more (CI runs them; "
+                            "`pytest -m 'not slow' tests` leaves them out for a quicker local run)")
+
+
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0],
     [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])

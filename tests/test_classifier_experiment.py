@@ -46,6 +46,7 @@ def experiment(phantoms, tmp_path_factory):
         keras.mixed_precision.set_global_policy(policy)   # the GAN run sets its own
 
 
+@pytest.mark.slow
 def test_every_regime_trains_and_is_tabled(experiment):
     conf, summary = experiment
     assert summary["train_counts"]["melanoma"] == summary["train_counts"]["non_melanoma"] // 8
@@ -94,6 +95,7 @@ def test_every_regime_trains_and_is_tabled(experiment):
         assert conf.out_dir not in f.read()                       # relative paths only
 
 
+@pytest.mark.slow
 def test_gans_saw_exactly_the_rare_training_split(experiment):
     conf, summary = experiment
     counts = summary["train_counts"]
@@ -108,6 +110,7 @@ def test_gans_saw_exactly_the_rare_training_split(experiment):
         assert len(os.listdir(os.path.join(conf.out_dir, "synthetic", g))) == counts["non_melanoma"]
 
 
+@pytest.mark.slow
 def test_melanoma_only_generator(experiment, tmp_path):
     conf, _ = experiment
     import dataclasses
@@ -119,6 +122,7 @@ def test_melanoma_only_generator(experiment, tmp_path):
     assert summary["results"]["synthetic"][0]["generator"] == "melanoma_only_seed3"
 
 
+@pytest.mark.slow
 def test_experiment_publishes_both_models(experiment):
     conf, _ = experiment
     text = open(os.path.join(conf.export_base, "models.config")).read()
@@ -126,6 +130,7 @@ def test_experiment_publishes_both_models(experiment):
     assert os.listdir(os.path.join(conf.export_base, "lesion_generator")) == ["1"]
 
 
+@pytest.mark.slow
 def test_three_classes(experiment, tmp_path):
     from melano_tf.classify import train as ctrain
     conf, _ = experiment
@@ -210,6 +215,7 @@ def _bin(name, *args, timeout=300):
                           text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_train_classifier_cli_synthetic_folder_and_publish(experiment, phantoms, tmp_path):
     conf, _ = experiment
     base = tmp_path / "export"

@@ -149,6 +149,7 @@ def _experiment(out, phantoms):
         return f.read()
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_results_json(phantoms, tmp_path):
     a = _experiment(tmp_path / "a", phantoms)
     b = _experiment(tmp_path / "b", phantoms)

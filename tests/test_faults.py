@@ -209,6 +209,7 @@ def killed_run(tmp_path_factory, phantom_dir, tiny_train_flags):
             "partial": partial, "last": run}
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_then_resume_reaches_exact_target(killed_run):
     target, run, resumed_at = TARGET, killed_run["last"], killed_run["resumed_at"]
     ckpt_dir = os.path.join(killed_run["model_dir"], "checkpoints")

@@ -50,6 +50,7 @@ def _kill_all(procs):
             p.wait()
 
 
+@pytest.mark.slow
 def test_two_workers_train_chief_writes_and_job_resumes_after_kill(tmp_path, phantom_dir):
     model_dir = str(tmp_path / "run")
     logs = [open(tmp_path / f"w{i}.log", "w+") for i in range(2)]

@@ -50,6 +50,7 @@ def _float_tensors(ckpt_path: str) -> dict:
 
 
 # --------------------------------------------------------------------------- divergence through the binary
+@pytest.mark.slow
 def test_divergence_exits_3_and_keeps_last_good_checkpoint_and_export(tmp_path, phantom_dir, tiny_train_flags):
     model_dir = str(tmp_path / "run")
     ckpt_dir = os.path.join(model_dir, "checkpoints")

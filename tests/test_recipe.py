@@ -118,6 +118,7 @@ def test_minibatch_stddev_feature():
     np.testing.assert_allclose(odd[..., 3], 1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_recipe_options_build_and_train_every_scheme():
     for scheme in ("dcgan", "lapgan", "mod"):
         gan, strategy = _build(scheme, g_upsample="resize", g_padding="reflect", mbstd_group=4, r1_gamma=0.1,

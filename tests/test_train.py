@@ -366,6 +366,7 @@ def latest_step(model_dir) -> int:
     return int(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).rsplit("-", 1)[1])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume(data, tmp_path, launch):
     model_dir = new_run_dir(data, tmp_path / "killed")
     proc = launch(binary_args(data, model_dir, "--train_steps=1000000"), tmp_path / "first.log")
