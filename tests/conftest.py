@@ -1,8 +1,14 @@
 """Test-session setup: split the physical CPU into 2 logical devices before TF initialises; fixtures
 shared by the test modules that train through ``bin/train_dcgan``."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end runs of 20 s or more (CI runs them; "
@@ -29,3 +35,13 @@ def tiny_train_flags():
     return ["--resolution=32", "--base_filters=16", "--min_filters=8", "--level_filters=8", "--level_blocks=1",
             "--num_levels=2", "--batch_size=4", "--precision=float32", "--augment=none", "--sample_every=1000",
             "--log_every=1"]
+
+
+@pytest.fixture(scope="session")
+def fresh_python():
+    """``run(code)``: Python ``code`` (``-c``) in a new interpreter on this checkout, for what must
+    not touch this process (global flags, the set of imported modules); returns the CompletedProcess."""
+    def run(code: str, timeout: float = 120):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    return run

@@ -192,12 +192,11 @@ def test_every_gan_recipe_flag_reaches_the_generators_config():
         xconf.gan_recipe(seed_size=3)
 
 
-def test_the_experiment_binary_defines_one_flag_per_recipe_entry():
+def test_the_experiment_binary_defines_one_flag_per_recipe_entry(fresh_python):
     # in a child process: defining the experiment's flags changes shared defaults of this process's FLAGS
-    code = ("import json; from melano_tf import flags as f; from melano_tf.classify import experiment_config as e; "
-            "f.define_experiment_flags(); print(json.dumps({k: f.FLAGS['gan_' + k].default for k in e.GAN_FLAGS}))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = fresh_python(
+        "import json; from melano_tf import flags as f; from melano_tf.classify import experiment_config as e; "
+        "f.define_experiment_flags(); print(json.dumps({k: f.FLAGS['gan_' + k].default for k in e.GAN_FLAGS}))")
     assert proc.returncode == 0, proc.stderr[-2000:]
     defaults = json.loads(proc.stdout.strip().splitlines()[-1])
     assert defaults == {key: getattr(xconf.GAN_RECIPE, field) for key, (field, _) in xconf.GAN_FLAGS.items()}

@@ -384,18 +384,12 @@ def test_inception_extractor_loads_local_weights_file(tmp_path, monkeypatch, les
         features.get_extractor("inception", inception_weights=str(tmp_path / "missing.h5"))
 
 
-def test_the_metrics_package_imports_no_training_serving_or_orchestration_code():
+def test_the_metrics_package_imports_no_training_serving_or_orchestration_code(fresh_python):
     """``import melano_tf.metrics`` pulls in only metrics, the pyramid ops and small helpers: no
     GAN, training loop, SavedModel client, classifier or evaluation orchestration (a fresh process)."""
     import json
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = ("import json, sys, melano_tf.metrics; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('melano_tf'))))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
-                          env=dict(os.environ, PYTHONPATH=root))
+    proc = fresh_python("import json, sys, melano_tf.metrics; "
+                        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('melano_tf'))))")
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     allowed = ("melano_tf.metrics", "melano_tf.ops")

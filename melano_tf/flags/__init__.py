@@ -24,7 +24,7 @@ def once(fn):
     """Define a group at most once per process. A group's defaults are its arguments (each binary
     passes its own), never changed afterwards: a second call with other defaults is an error, so no
     default depends on which group happened to be defined first."""
-    done = {}
+    first = []   # the effective defaults of the one call that defined the group
     sig = inspect.signature(fn)
 
     def effective(defaults: dict) -> tuple:   # the arguments with the signature's defaults filled in
@@ -38,12 +38,11 @@ def once(fn):
 
     def wrapper(**defaults):
         key = effective(defaults)
-        if done and key not in done:
-            raise RuntimeError(f"{fn.__name__} was already called with defaults {dict(next(iter(done)))}, "
-                               f"now {dict(key)}")
-        if not done:
+        if not first:
             fn(**defaults)
-            done[key] = True
+            first.append(key)
+        elif key != first[0]:
+            raise RuntimeError(f"{fn.__name__} was already called with defaults {dict(first[0])}, now {dict(key)}")
     wrapper.__doc__ = fn.__doc__
     wrapper.__name__ = fn.__name__
     return wrapper

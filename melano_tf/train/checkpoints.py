@@ -57,13 +57,6 @@ def loss_scale(optimizer):
     return None if scale is None else float(np.asarray(scale))
 
 
-def _finite_weights(gan) -> bool:
-    # All weights, also BN moving statistics, the EMA generators (samples, export) and optimizer slots.
-    models = gan.generators + gan.discriminators + gan.ema_generators
-    variables = [v for m in models for v in m.weights] + gan.g_optimizer.variables + gan.d_optimizer.variables
-    return all(bool(np.isfinite(np.asarray(v)).all()) for v in variables)
-
-
 def finite_weights(gan) -> bool:
     # All weights, also BN moving statistics, the EMA generators (samples, export) and optimizer slots.
     models = gan.generators + gan.discriminators + gan.ema_generators

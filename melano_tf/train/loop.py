@@ -137,7 +137,7 @@ class _Run:
     gan: object
     manager: tf.train.CheckpointManager
     cache_dir: str
-    label_probs: list | None
+    samples: tuple     # the grids' fixed (latents, labels or None)
     writer: object
 
 
@@ -186,7 +186,8 @@ def _set_up(config: cfg.TrainConfig, flags_text: str | None) -> _Run:
     _say(f"{config.scheme}: {config.data.resolution} px, {strategy.num_replicas_in_sync} replica(s) x "
          f"{per_replica} images, precision {policy}, {gan.level_resolutions} px levels, "
          f"steps {int(gan.step.numpy())}->{config.train_steps}")
-    return _Run(config, strategy, chief, policy, gan, manager, manifest.cache_dir, label_probs, writer)
+    return _Run(config, strategy, chief, policy, gan, manager, manifest.cache_dir,
+                summaries.sample_inputs(config, label_probs), writer)
 
 
 def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
@@ -198,8 +199,7 @@ def train(config: cfg.TrainConfig, flags_text: str | None = None) -> dict:
     result = {"step": step, "seconds": time.time() - t_start, "skipped_steps": int(gan.skipped_steps.numpy())}
     if run.chief:
         # TensorBoard got this step's grids in the loop; the final PNG is the same grid under a stable name
-        z, labels = summaries.sample_inputs(config, run.label_probs)
-        grid_path = summaries.write_samples(gan, None, step, z, labels, config.model_dir, final=True)
+        grid_path = summaries.write_samples(gan, None, step, *run.samples, config.model_dir, final=True)
         with fileio.writing(os.path.join(config.model_dir, "saved_model"), "the SavedModel export", RESUME):
             path = export.export_generator(gan, os.path.join(config.model_dir, "saved_model"))
         _say(f"done: step {step}; samples {grid_path}; SavedModel {path}")
@@ -237,7 +237,6 @@ def _step_loop(run: _Run) -> int:
         cache_in_memory=config.data.cache_in_memory)
     per_call = config.steps_per_call
     step_fn = make_step_fn(gan, run.strategy) if per_call == 1 else make_multi_step_fn(gan, run.strategy)
-    fixed_z, fixed_labels = summaries.sample_inputs(config, run.label_probs)
     logs = os.path.join(config.model_dir, "logs")
     sums, count, last = {}, 0, None
     t_log, n_log = time.time(), 0
@@ -278,7 +277,7 @@ def _step_loop(run: _Run) -> int:
                                             (last or {}).get("images_per_second"))
                 sums, count = {}, 0
             if chief and (due(config.sample_every) or at_end):
-                summaries.write_samples(gan, writer, step, fixed_z, fixed_labels, config.model_dir)
+                summaries.write_samples(gan, writer, step, *run.samples, config.model_dir)
             if evaluator is not None and (due(config.eval_every) or at_end):
                 with fileio.writing(config.model_dir, "the evaluation history", RESUME):
                     scores = evaluator(step, writer)
