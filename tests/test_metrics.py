@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.ndimage
 import scipy.signal
 import scipy.spatial.distance
 import scipy.stats
@@ -305,8 +306,14 @@ def test_online_evaluator_ranks_closer_samples_better(lesions):
     ev = online.OnlineEvaluator(lesions[:24])
     same, good, bad = ev(lesions[:24]), ev(lesions[24:48]), ev(_gamma(lesions[24:48], 2.5))
     collapsed = ev(np.repeat(lesions[24:25], 24, axis=0))  # one image 24 times: realistic, no coverage
+    levels = {f"eval/swd_x/{r}" for r in swd.pyramid_resolutions(lesions.shape[1])}
     assert set(good) == {"eval/swd", "eval/swd_floor", "eval/kid", "eval/precision", "eval/recall",
-                         "eval/color_w1", "eval/color_w1_floor"}
+                         "eval/color_w1", "eval/color_w1_floor"} | levels
+    # per level, as multiples of that level's floor: blur moves the finest level, not the coarsest
+    blurred = ev(np.clip(scipy.ndimage.gaussian_filter(lesions[24:48].astype(np.float32), (0, 1.5, 1.5, 0)), 0, 255)
+                 .astype(np.uint8))
+    fine, coarse = f"eval/swd_x/{lesions.shape[1]}", "eval/swd_x/16"
+    assert blurred[fine] > 2 * good[fine] and blurred[coarse] < 1.5 * good[coarse]
     assert set(online.DIRECTIONS) <= set(good) and online.DIRECTIONS["eval/recall"] == "higher"
     assert good["eval/swd"] < bad["eval/swd"] and good["eval/kid"] < bad["eval/kid"]
     # precision / recall (higher is better) on the KID features

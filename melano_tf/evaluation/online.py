@@ -2,8 +2,8 @@
 
     ev = OnlineEvaluator(real_uint8)            # once, per evaluation: the real set's context
     scores = ev(samples_uint8)                  # every --eval_every steps
-    # {"eval/swd", "eval/swd_floor", "eval/kid", "eval/precision", "eval/recall",
-    #  "eval/color_w1", "eval/color_w1_floor"}
+    # {"eval/swd", "eval/swd_floor", "eval/swd_x/<px>" per level, "eval/kid", "eval/precision",
+    #  "eval/recall", "eval/color_w1", "eval/color_w1_floor"}
 
 Every entry of :data:`melano_tf.metrics.METRICS` whose hooks define ``online`` adds its keys (a new
 metric's hook shows up here and in TensorBoard with no other edit). The real side (pyramid

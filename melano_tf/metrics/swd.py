@@ -185,7 +185,7 @@ def swd_floor(real, seed: int = 0, normalize: str = "separate", **_) -> dict:
 # ----------------------------------------------------------------------------------------------
 # evaluation hooks (melano_tf.metrics registry; real, fake: melano_tf.evaluation.context.ImageSet)
 
-ONLINE_KEYS = ("eval/swd",)
+ONLINE_KEYS = ("eval/swd",)   # eval/swd_x/<res> are per-level diagnostics, not ranked
 
 
 def _real_descriptors(real, seed: int) -> list[np.ndarray]:
@@ -216,8 +216,12 @@ def reference(real, settings) -> dict:
 
 
 def online(real, fake, settings) -> dict:
+    """``eval/swd`` (mean over levels) and its floor, and per level ``eval/swd_x/<res>``: that level's
+    SWD as a multiple of its own real-vs-real floor, so a run whose finest level stalls shows it."""
     seed, res = settings.seed, pyramid_resolutions(real.resolution)
     d_real = _real_descriptors(real, seed)
-    floor = real.cached(("swd_floor/mean", seed), lambda: floor_from_descriptors(d_real, res, seed)["swd_floor/mean"])
-    return {"eval/swd": swd_from_descriptors(d_real, descriptors(fake.images, seed + 1), res, seed)["swd/mean"],
-            "eval/swd_floor": floor}
+    floor = real.cached(("swd_floor", seed), lambda: floor_from_descriptors(d_real, res, seed))
+    s = swd_from_descriptors(d_real, descriptors(fake.images, seed + 1), res, seed)
+    out = {"eval/swd": s["swd/mean"], "eval/swd_floor": floor["swd_floor/mean"]}
+    out.update({f"eval/swd_x/{r}": s[f"swd/{r}"] / max(floor[f"swd_floor/{r}"], 1e-12) for r in res})
+    return out

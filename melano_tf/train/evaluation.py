@@ -4,7 +4,8 @@ best checkpoint kept.
 Every N steps ``eval_samples`` images from fixed latents are scored against as many real
 training images with :class:`melano_tf.evaluation.online.OnlineEvaluator` (lower is better);
 scores go to TensorBoard (``eval/swd``, ``eval/kid``, ``eval/swd_floor``, ``eval/precision``,
-``eval/recall``, ``eval/color_w1``, ``eval/color_w1_floor``) and to
+``eval/recall``, ``eval/color_w1``, ``eval/color_w1_floor``, and per pyramid level ``eval/swd_x/<px>``,
+that level's SWD over its own real-vs-real floor) and to
 ``RUN/eval.jsonl``; when ``--best_metric`` improves, the model is checkpointed into
 ``RUN/best_checkpoint/`` (one kept) and ``RUN/best.json`` names the step.
 """
