@@ -17,9 +17,10 @@ training split.
    phantoms rendered without hair (the training class mix, JPEG q95 like the training phantoms)
    against the training split, beside a control of fresh phantoms with hair drawn as usual: how far
    a generator that is perfect except that it never draws hair would be.
-3. ``--probe``: a classifier two-sample test (Lopez-Paz & Oquab 2017, C2ST). A fresh copy of the
-   run's full-resolution discriminator architecture (``dcgan_discriminator`` at the run's widths,
-   minibatch stddev and init) is trained for ``--probe_steps`` steps on 3/4 of the real images
+3. ``--probe``: a classifier two-sample test (Lopez-Paz & Oquab 2017, C2ST). A fresh
+   ``dcgan_discriminator`` at the run's resolution, widths, minibatch stddev and init (the
+   full-resolution discriminator of DCGAN and mod; LAPGAN's conditional level discriminators are
+   not what is probed) is trained for ``--probe_steps`` steps on 3/4 of the real images
    against 3/4 of the samples (non-saturating loss, R1 at the run's gamma, Adam as the run), with
    each augmentation policy listed; its accuracy on the held-out quarters is printed at a few steps.
    ``--mask=M`` greys out the outer M px of both sets first, so a border frame cannot be the cue.
