@@ -76,11 +76,10 @@ def band_stats(images: np.ndarray) -> dict:
 
 
 def swd_multiples(real: np.ndarray, other: np.ndarray) -> str:
-    from melano_tf.metrics import METRICS
-    s = METRICS["swd"](real, other, seed=0)
-    levels = sorted(int(k.split("/")[1]) for k in s if k.startswith("swd/") and k != "swd/mean")
-    parts = [f"{r} px {s[f'swd/{r}'] / s[f'swd_floor/{r}']:.2f}" for r in levels]
-    return f"mean {s['swd/mean'] / s['swd_floor/mean']:.2f}x ({', '.join(parts)})"
+    from melano_tf.metrics import METRICS, swd
+    x = swd.floor_multiples(METRICS["swd"](real, other, seed=0))
+    parts = [f"{r} px {x[r]:.2f}" for r in sorted(k for k in x if k != "mean")]
+    return f"mean {x['mean']:.2f}x ({', '.join(parts)})"
 
 
 def phantoms_like(labels: np.ndarray, resolution: int, hair) -> np.ndarray:
@@ -104,9 +103,9 @@ def probe(real: np.ndarray, fake: np.ndarray, config: dict, policy: str, steps: 
     res = real.shape[1]
     to_float = lambda x: x.astype(np.float32) / 127.5 - 1.0  # noqa: E731
     r, f = to_float(real), to_float(fake)
-    if FLAGS.mask:
+    m = FLAGS.mask
+    if m:
         for x in (r, f):
-            m = FLAGS.mask
             x[:, :m], x[:, -m:], x[:, :, :m], x[:, :, -m:] = 0, 0, 0, 0
     n = min(len(r), len(f))
     cut = n * 3 // 4
@@ -147,12 +146,11 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     import json
     real, labels, fake = quality.real_and_fake(FLAGS.model_dir, FLAGS.seed)
-    config = {}
+    config = {}                       # the run's TrainConfig as saved (flat; the probe reads D's settings)
     path = os.path.join(FLAGS.model_dir, "config.json")
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-        config = {**raw.get("gan", {}), **{k: v for k, v in raw.items() if not isinstance(v, dict)}}
+            config = json.load(f)
     print(f"run {FLAGS.model_dir}: {len(real)} real training images, {len(fake)} samples, {real.shape[1]} px\n")
     print("| finest band | std luma | std chroma (B-Y / R-Y) | kurtosis | lag-1 autocorrelation |")
     print("|---|---:|---:|---:|---:|")

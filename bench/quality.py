@@ -230,19 +230,19 @@ def _border_for(model_dir: str, seed: int) -> dict:
 def score(model_dir: str, seed: int, classifier: PhantomClassifier | None) -> dict:
     """Every figure of one run against its training split (samples: as many as real images)."""
     from melano_tf import viz
-    from melano_tf.metrics import METRICS, histograms
+    from melano_tf.metrics import METRICS, histograms, swd
     from melano_tf.metrics import features as feats
     from melano_tf.metrics.kid import kid_from_activations
     from melano_tf.metrics.precision_recall import precision_recall_from_activations
     real, real_y, fake = real_and_fake(model_dir, seed)
     out = {}
     s = METRICS["swd"](real, fake, seed=seed)
-    levels = sorted(int(k.split("/")[1]) for k in s if k.startswith("swd/") and k != "swd/mean")
-    for r in levels:
-        out[f"swd_x/{r}"] = s[f"swd/{r}"] / s[f"swd_floor/{r}"]
+    x = swd.floor_multiples(s)
+    for r in sorted(k for k in x if k != "mean"):
+        out[f"swd_x/{r}"] = x[r]
     out["swd"] = s["swd/mean"]
     out["swd_floor"] = s["swd_floor/mean"]
-    out["swd_x"] = s["swd/mean"] / s["swd_floor/mean"]
+    out["swd_x"] = x["mean"]
     a, b = halves(real, seed)
     spaces = tuple(CHANNELS)
     w_fake = colour_w1(histograms.color_histograms(real, spaces), histograms.color_histograms(fake, spaces))

@@ -373,7 +373,7 @@ def run_experiment(conf: ExperimentConfig) -> dict:
     verdicts = {r: creport.overall_verdict(d) for r, d in diffs.items()}
     counts = {f"{name}_counts": s.counts(class_names) for name, s in (("train", train), ("validation", validation),
                                                                        ("test", test))}
-    header = creport.results_header(conf, template.backbone, *counts.values())
+    header = creport.results_header(conf, template.backbone, **counts)
     text = creport.results_markdown(header, tab, diffs, conf.num_bootstrap, filter_info, filtered,
                                     bool(grid_path))
     fileio.write_text_atomic(os.path.join(out, "results.md"), text)

@@ -154,6 +154,14 @@ def swd(real, fake, seed: int = 0, normalize: str = "separate", **_) -> dict:
     return swd_from_descriptors(descriptors(real, seed), descriptors(fake, seed + 1), res, seed, normalize)
 
 
+def floor_multiples(scores: dict) -> dict:
+    """Each SWD as a multiple of its real-vs-real floor, from a dict holding ``swd/<res>`` and
+    ``swd_floor/<res>`` (and ``.../mean``): ``{res: ratio, ..., "mean": ratio}`` (floor clipped at 1e-12)."""
+    levels = [k.split("/", 1)[1] for k in scores if k.startswith("swd/")]
+    return {(lv if lv == "mean" else int(lv)): scores[f"swd/{lv}"] / max(scores[f"swd_floor/{lv}"], 1e-12)
+            for lv in levels}
+
+
 def select_images(desc: list[np.ndarray], indices, per_image: int = NHOODS_PER_IMAGE) -> list[np.ndarray]:
     """The descriptors of the images ``indices`` (rows ``i * per_image ... + per_image``), per level."""
     rows = (np.asarray(indices)[:, None] * per_image + np.arange(per_image)[None, :]).reshape(-1)
@@ -222,6 +230,6 @@ def online(real, fake, settings) -> dict:
     d_real = _real_descriptors(real, seed)
     floor = real.cached(("swd_floor", seed), lambda: floor_from_descriptors(d_real, res, seed))
     s = swd_from_descriptors(d_real, descriptors(fake.images, seed + 1), res, seed)
-    out = {"eval/swd": s["swd/mean"], "eval/swd_floor": floor["swd_floor/mean"]}
-    out.update({f"eval/swd_x/{r}": s[f"swd/{r}"] / max(floor[f"swd_floor/{r}"], 1e-12) for r in res})
-    return out
+    x = floor_multiples({**s, **floor})
+    return {"eval/swd": s["swd/mean"], "eval/swd_floor": floor["swd_floor/mean"],
+            **{f"eval/swd_x/{r}": x[r] for r in res}}
