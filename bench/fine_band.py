@@ -140,6 +140,14 @@ def probe(real: np.ndarray, fake: np.ndarray, config: dict, policy: str, steps: 
 
 def main(argv):
     del argv
+    from melano_tf.errors import UserError
+    from melano_tf.gan import augment
+    for policy in FLAGS.probe:                 # checked before any work, named by the flag
+        try:
+            if policy != "none":
+                augment.parse_policy(policy.replace("+", ","))
+        except UserError as e:
+            raise UserError(f"--probe={policy}: {e}") from None
     if FLAGS.threads:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -170,4 +178,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from melano_tf import cli
+    app.run(lambda argv: cli.guarded(lambda: main(argv))())   # a bad run folder or policy: one line, exit 2
