@@ -111,7 +111,8 @@ def probe(real: np.ndarray, fake: np.ndarray, config: dict, policy: str, steps: 
     cut = n * 3 // 4
     keras.utils.set_random_seed(seed)
     d = networks.dcgan_discriminator(res, config.get("base_filters", 128), config.get("min_filters", 32),
-                                     mbstd_group=config.get("mbstd_group", 0), init=config.get("d_init", "he"))
+                                     mbstd_group=config.get("mbstd_group", 0), init=config.get("d_init", "he"),
+                                     band_scale=config.get("d_band_scale", 0.0))
     opt = keras.optimizers.Adam(config.get("d_learning_rate", 2e-4), beta_1=config.get("beta_1", 0.0),
                                 beta_2=config.get("beta_2", 0.99))
     gamma = float(config.get("r1_gamma", 0.0))

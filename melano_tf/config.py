@@ -27,7 +27,7 @@ G_PADDINGS = ("zero", "reflect")
 STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
-    "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs",
+    "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale",
 )
 
 
@@ -80,6 +80,7 @@ class TrainConfig:
     g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper) or resize + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
+    d_band_scale: float = 0.0     # every D also sees the image's finest Laplacian band times this (0: off)
     g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
     noise_init: float = 0.0       # mod with level_inputs=features: initial strength of the injected noise
     cond_transition: tuple[int, ...] = ()   # conditional: (start, end) steps of the 0 -> 1 class-strength ramp
@@ -184,6 +185,8 @@ class TrainConfig:
             raise UserError(f"--eval_every={self.eval_every} --eval_samples={self.eval_samples}: need >= 0 and >= 4")
         if self.best_metric not in ("kid", "swd"):
             raise UserError(f"--best_metric={self.best_metric}: choose one of kid, swd")
+        if not self.d_band_scale >= 0:
+            raise UserError(f"--d_band_scale={self.d_band_scale}: must be >= 0 (0: off)")
         if self.mbstd_group < 0 or self.mbstd_group > self.batch_size:
             raise UserError(f"--mbstd_group={self.mbstd_group}: must be 0 (off) or 1..--batch_size")
         if self.ema_halflife_images < 0 or self.ema_rampup < 0:

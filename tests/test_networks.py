@@ -193,3 +193,63 @@ def test_noise_init_is_validated():
     from melano_tf.config import TrainConfig
     with pytest.raises(UserError, match="--noise_init=-0.5"):
         TrainConfig(noise_init=-0.5).validate()
+
+
+def test_laplacian_band_is_the_finest_pyramid_residual_scaled():
+    """The layer appends s * (x - u(d(x))): the first entry of the Laplacian pyramid, times s."""
+    from melano_tf.ops import pyramid
+    x = tf.random.stateless_uniform([2, 16, 16, 3], [4, 5], -1, 1)
+    y = layers.LaplacianBand(scale=3.0)(x).numpy()
+    assert y.shape == (2, 16, 16, 6)
+    np.testing.assert_allclose(y[..., :3], x.numpy())
+    np.testing.assert_allclose(y[..., 3:], 3.0 * pyramid.build_laplacian(x, 2)[0].numpy(), atol=1e-5)
+    flat = layers.LaplacianBand(scale=3.0)(tf.fill([1, 16, 16, 3], 0.4)).numpy()
+    np.testing.assert_allclose(flat[..., 3:], 0.0, atol=1e-6)     # a flat image has no band
+    again = layers.LaplacianBand.from_config(layers.LaplacianBand(scale=3.0, name="b").get_config())
+    assert again.scale == 3.0 and again.mode == "binomial"
+
+
+@pytest.mark.parametrize("build", [
+    lambda s: networks.dcgan_discriminator(32, 64, 16, init="he", band_scale=s),
+    lambda s: networks.lapgan_level_discriminator(32, filters=16, init="he", band_scale=s),
+])
+def test_band_input_makes_the_discriminator_weigh_fine_detail(build):
+    """--d_band_scale: D's first conv reads 3 more channels, and D's response to a pixel-scale
+    pattern (a checkerboard of 2/255 grey levels, like film grain or hair edges) grows against its
+    response to a smooth change of the same energy; 0 builds the paper's D unchanged."""
+    def first_conv_channels(d):
+        conv = next(l for l in d.layers if isinstance(l, keras.layers.Conv2D))
+        return conv.kernel.shape[2]
+
+    def fine_over_smooth(d):
+        n = 32
+        yy, xx = np.mgrid[:n, :n]
+        fine = ((yy + xx) % 2 * 2 - 1).astype(np.float32)                 # checkerboard
+        smooth = np.cos(np.pi * yy / n).astype(np.float32)
+        fine, smooth = (p / np.linalg.norm(p) * 2.0 for p in (fine, smooth))
+        base = tf.random.stateless_uniform([8, n, n, 3], [6, 7], -0.5, 0.5)
+        cond = [tf.zeros_like(base)] if len(d.inputs) > 1 else []
+        with tf.GradientTape() as tape:
+            tape.watch(base)
+            out = tf.reduce_sum(d([base, *cond] if cond else base))
+        g = tape.gradient(out, base).numpy()                               # (8, n, n, 3)
+        along = lambda p: np.abs(np.einsum("bhwc,hw->bc", g, p)).mean()   # noqa: E731
+        return along(fine) / along(smooth)
+
+    ratios = {0.0: [], 8.0: []}
+    for s in ratios:
+        for seed in (11, 12, 13):                       # the same initial weights for both settings
+            keras.utils.set_random_seed(seed)
+            d = build(s)
+            plain_channels = 3 if len(d.inputs) == 1 else 6
+            assert first_conv_channels(d) == plain_channels + (3 if s else 0)
+            assert any(isinstance(l, layers.LaplacianBand) for l in d.layers) == bool(s)
+            ratios[s].append(fine_over_smooth(d))
+    assert np.mean(ratios[8.0]) > 2.0 * np.mean(ratios[0.0])
+
+
+def test_band_scale_is_validated_and_structural():
+    from melano_tf import config as cfg
+    with pytest.raises(UserError, match="--d_band_scale=-1"):
+        cfg.TrainConfig(d_band_scale=-1.0).validate()
+    assert cfg.structural_differences(cfg.TrainConfig(), cfg.TrainConfig(d_band_scale=4.0))

@@ -122,7 +122,7 @@ def test_minibatch_stddev_feature():
 def test_recipe_options_build_and_train_every_scheme():
     for scheme in ("dcgan", "lapgan", "mod"):
         gan, strategy = _build(scheme, g_upsample="resize", g_padding="reflect", mbstd_group=4, r1_gamma=0.1,
-                               r1_every=2)
+                               r1_every=2, d_band_scale=4.0)
         names = [layer.name for layer in gan.generators[0].layers]
         for g in gan.generators:    # every 3x3 conv of every level reads mirrored borders
             pads = {layer.name[:-len("_pad")] for layer in g.layers if isinstance(layer, layers.ReflectPad)}
@@ -131,6 +131,8 @@ def test_recipe_options_build_and_train_every_scheme():
         assert any(n.endswith("_resize") for n in names)
         assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in gan.generators[0].layers)
         assert all(any(isinstance(layer, layers.MinibatchStddev) for layer in d.layers)
+                   for d in gan.discriminators)
+        assert all(any(isinstance(layer, layers.LaplacianBand) for layer in d.layers)   # R1 runs through it
                    for d in gan.discriminators)
         out = _train(gan, strategy, 2)
         assert np.isfinite(float(out["d_loss"])) and int(gan.skipped_steps.numpy()) == 0

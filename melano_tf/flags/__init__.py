@@ -114,6 +114,10 @@ def define_train_flags() -> None:
                       "(mirrored border pixels: no dark/light frame to unlearn at the image border).")
     flags.DEFINE_integer("mbstd_group", d.mbstd_group, "Minibatch standard deviation feature in every "
                          "discriminator over groups of this size (0: off; PGGAN uses 4).")
+    flags.DEFINE_float("d_band_scale", d.d_band_scale,
+                       "Every discriminator also sees the image's finest Laplacian band (image minus its "
+                       "binomial down-up blur) times this factor, so sharp edges, hair and texture weigh as "
+                       "much as colour and shape (0: off, the paper's D).")
     flags.DEFINE_enum("d_init", d.d_init, list(cfg.D_INITS),
                       "Discriminator weight init: N(0, 0.02) as in DCGAN (made for a D with BatchNorm; "
                       "without it the logits start ~1e-3 and G learns nothing for hundreds of steps) or "

@@ -1,7 +1,7 @@
 """Custom Keras layers and the layer blocks the GAN builders share.
 
 Layers (registered as ``melano_tf>Name`` for saved models): :class:`MinibatchStddev`,
-:class:`NoiseInjection`, :class:`ReflectPad`, :class:`ConditionStrength`. Blocks: weight
+:class:`NoiseInjection`, :class:`ReflectPad`, :class:`ConditionStrength`, :class:`LaplacianBand`. Blocks: weight
 initialisers (:func:`dcgan_init`, :func:`d_init`), synchronised BatchNorm (:func:`bn`), the
 generators' 3x3 conv and doubling (:func:`g_conv`, :func:`upsample_block`), the label input and
 the projection discriminator head (:func:`projection_logits`).
@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from melano_tf.errors import UserError
+from melano_tf.ops import pyramid
 
 LEAK = 0.2
 BN_MOMENTUM = 0.9
@@ -144,6 +145,39 @@ class ConditionStrength(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="melano_tf")
+class LaplacianBand(keras.layers.Layer):
+    """``concat(x, s * (x - u(d(x))))``: the image and its finest Laplacian band (Burt & Adelson
+    1983; ``d``/``u`` of :mod:`melano_tf.ops.pyramid`, ``mode``), amplified by ``scale``.
+
+    In front of a discriminator (``--d_band_scale``): the finest band of a photograph is a few grey
+    levels (std ~0.05 in [-1, 1] against ~0.3 for the image), so a D whose first layer is one
+    strided conv over RGB weighs sharp edges, hair and texture little against colour and shape.
+    Handing it the band at the image's scale is the spatial form of the spectral discriminators
+    that fix GANs' high-frequency deficits (Chen et al. 2021, SSD-GAN; Jung & Keuper 2021).
+    A fixed linear op: R1's input gradient flows through it."""
+
+    def __init__(self, scale: float = 4.0, mode: str = "binomial", **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.mode = str(mode)
+
+    def call(self, x):
+        band = x - pyramid.upsample(pyramid.downsample(x, self.mode), self.mode)
+        return tf.concat([x, tf.cast(self.scale, x.dtype) * band], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 * input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "mode": self.mode}
+
+
+def d_input(image, band_scale: float, mode: str = "binomial"):
+    """A discriminator's first tensor: the image, or (``band_scale > 0``) :class:`LaplacianBand`."""
+    return LaplacianBand(band_scale, mode, name="laplacian_band")(image) if band_scale > 0 else image
 
 
 def g_conv(h, filters: int, padding: str, name: str, **kwargs):

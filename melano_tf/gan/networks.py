@@ -31,8 +31,8 @@ import keras
 
 from melano_tf.errors import UserError
 from melano_tf.gan.layers import (
-    LEAK, ConditionStrength, NoiseInjection, bn, d_init, dcgan_init, g_conv, label_input, mbstd, projection_logits,
-    upsample_block)
+    LEAK, ConditionStrength, NoiseInjection, bn, d_init, d_input, dcgan_init, g_conv, label_input, mbstd,
+    projection_logits, upsample_block)
 
 
 def _log2_resolution(resolution: int, minimum: int = 4) -> int:
@@ -114,6 +114,7 @@ def dcgan_discriminator(
     width: float = 1.0,
     mbstd_group: int = 0,
     init: str = "dcgan",
+    band_scale: float = 0.0,
     name: str = "dcgan_discriminator",
 ) -> keras.Model:
     """DCGAN discriminator ``image (B, R, R, 3) [, label (B,)] -> logits (B, 1)`` float32.
@@ -122,11 +123,13 @@ def dcgan_discriminator(
     down to 4x4 (``F_r`` as in the generator at the output size ``r``), flatten, ``Dense(1)``.
     No normalisation (safe with gradient penalties). Conditional: projection head.
     ``mbstd_group > 0``: :class:`MinibatchStddev` on the 4x4 features before flatten.
+    ``band_scale > 0``: the first conv sees the image and its finest Laplacian band times
+    ``band_scale`` (:class:`~melano_tf.gan.layers.LaplacianBand`, 6 channels).
     """
     filters = dcgan_filters(resolution, base_filters, min_filters, width)
     image = keras.Input(shape=(resolution, resolution, 3), name="image")
     inputs = [image]
-    h = image
+    h = d_input(image, band_scale)
     r = resolution
     for f in reversed(filters[:-1]):
         r //= 2
@@ -216,6 +219,7 @@ def lapgan_level_discriminator(
     width: float = 1.0,
     mbstd_group: int = 0,
     init: str = "dcgan",
+    band_scale: float = 0.0,
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level discriminator ``[image, condition] (+ label) -> logits (B, 1)`` float32.
@@ -224,13 +228,15 @@ def lapgan_level_discriminator(
     channels; then per halving down to 4x4 ``Conv2D(F_i, 4, strides=2) -> LeakyReLU(0.2)`` with
     ``F_i = min(filters * 2^i, max_filters)``; flatten; ``Dense(1)`` (projection head if
     conditional). ``mbstd_group > 0``: :class:`MinibatchStddev` on the 4x4 features.
+    ``band_scale > 0``: the image's finest Laplacian band times ``band_scale`` is concatenated too
+    (:class:`~melano_tf.gan.layers.LaplacianBand`; the condition's is ~0 and left out).
     """
     n = _log2_resolution(resolution) - 2
     name = name or f"lapgan_discriminator_{resolution}"
     image = keras.Input(shape=(resolution, resolution, 3), name="image")
     condition = keras.Input(shape=(resolution, resolution, 3), name="condition")
     inputs = [image, condition]
-    h = keras.layers.Concatenate(name="image_and_condition")([image, condition])
+    h = keras.layers.Concatenate(name="image_and_condition")([d_input(image, band_scale), condition])
     r = resolution
     for i in range(n):
         r //= 2
