@@ -2,7 +2,7 @@
 """Why is a run's finest pyramid level far from the data? Three diagnostics of one trained run.
 
     python bench/fine_band.py --model_dir=RUN [--seed=0] [--hairless] [--probe=none,translation]
-                              [--probe_steps=300] [--mask=8] [--threads=1]
+                              [--probe_steps=300] [--mask=8] [--band_scales=0,4,8] [--threads=1]
 
 RUN is a finished training run (``RUN/saved_model``, ``RUN/cache``), e.g. one of ``bench/quality.py``'s;
 its EMA samples (seed ``1000 + seed``, as ``bench/quality.py`` draws them) are compared with its
@@ -24,6 +24,8 @@ training split.
    against 3/4 of the samples (non-saturating loss, R1 at the run's gamma, Adam as the run), with
    each augmentation policy listed; its accuracy on the held-out quarters is printed at a few steps.
    ``--mask=M`` greys out the outer M px of both sets first, so a border frame cannot be the cue.
+   ``--band_scales=S,...``: one probe per policy and scale, the probe D reading the image's finest
+   Laplacian band times S beside it (``--d_band_scale``; default: the run's own setting).
    Near 0.5: this discriminator cannot tell (a weak training signal for the generator); near 1:
    the samples are easy to reject.
 
@@ -51,6 +53,8 @@ flags.DEFINE_list("probe", [], "Augmentation policies of the two-sample discrimi
                   "(none, or DiffAugment ops joined by +: translation, cutout, translation+cutout); empty: no probe.")
 flags.DEFINE_integer("probe_steps", 300, "Training steps of each probe discriminator.")
 flags.DEFINE_integer("mask", 0, "Grey out this many border pixels of real and samples before the probe.")
+flags.DEFINE_list("band_scales", [], "Probe discriminators that read the finest Laplacian band times each "
+                  "scale (as --d_band_scale; 0: the plain D); empty: the run's own --d_band_scale.")
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 BORDER = 4                      # band pixels left out on each side (the pyramid's reflect padding)
@@ -149,6 +153,12 @@ def main(argv):
                 augment.parse_policy(policy.replace("+", ","))
         except UserError as e:
             raise UserError(f"--probe={policy}: {e}") from None
+    try:
+        scales = [float(s) for s in FLAGS.band_scales]
+    except ValueError:
+        raise UserError(f"--band_scales={','.join(FLAGS.band_scales)}: give numbers >= 0") from None
+    if any(not s >= 0 for s in scales):
+        raise UserError(f"--band_scales={','.join(FLAGS.band_scales)}: give numbers >= 0")
     if FLAGS.threads:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -173,9 +183,10 @@ def main(argv):
         print(f"fresh phantoms, hair as drawn (control): {swd_multiples(real, phantoms_like(labels, res, None))}")
         print(f"fresh phantoms without hair:             {swd_multiples(real, phantoms_like(labels, res, False))}",
               flush=True)
-    for policy in FLAGS.probe:
-        print(f"probe D ({policy}, mask {FLAGS.mask} px): held-out accuracy at step "
-              f"{probe(real, fake, config, policy, FLAGS.probe_steps)}", flush=True)
+    for scale in scales or [config.get("d_band_scale", 0.0)]:
+        for policy in FLAGS.probe:
+            print(f"probe D ({policy}, mask {FLAGS.mask} px, band x{scale:g}): held-out accuracy at step "
+                  f"{probe(real, fake, {**config, 'd_band_scale': scale}, policy, FLAGS.probe_steps)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -32,3 +32,15 @@ def test_band_statistics_follow_blur_colour_and_noise(fresh_python):
     # iid colour noise: chroma detail, at the pixel scale, with light tails
     assert noisy["std_chroma_b"] > 3 * sharp["std_chroma_b"] and noisy["lag1"] < sharp["lag1"]
     assert noisy["kurtosis"] < sharp["kurtosis"]
+
+
+def test_bad_probe_options_are_one_line_before_any_work(fresh_python, tmp_path):
+    """A bad --probe policy or --band_scales value: one line naming the flag, exit 2, no traceback,
+    checked before the run folder is even read."""
+    run = ("import runpy, sys; sys.argv = ['bench/fine_band.py', '--model_dir={d}', {extra!r}]; "
+           "runpy.run_path('bench/fine_band.py', run_name='__main__')")
+    for extra, flag in (("--band_scales=4,-1", "--band_scales=4,-1"), ("--band_scales=big", "--band_scales=big"),
+                        ("--probe=zoom", "--probe=zoom")):
+        proc = fresh_python(run.format(d=tmp_path / "missing", extra=extra), timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert flag in proc.stderr and "Traceback" not in proc.stderr
