@@ -21,13 +21,14 @@ EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
 D_INITS = ("dcgan", "he")
 G_PADDINGS = ("zero", "reflect")
+D_BAND_LEVELS = ("all", "fine")
 
 #: Fields that fix the shape of the networks or the meaning of a checkpoint: a resume that
 #: changes one of them is refused.
 STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
-    "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale",
+    "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
 )
 
 
@@ -81,6 +82,7 @@ class TrainConfig:
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
     d_band_scale: float = 0.0     # every D also sees the image's finest Laplacian band times this (0: off)
+    d_band_levels: str = "all"    # which Ds read the band: all, or fine (not a pyramid's coarsest level's)
     g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
     noise_init: float = 0.0       # mod with level_inputs=features: initial strength of the injected noise
     cond_transition: tuple[int, ...] = ()   # conditional: (start, end) steps of the 0 -> 1 class-strength ramp
@@ -125,6 +127,12 @@ class TrainConfig:
             return self.data.resolution
         return self.base_resolution or self.data.resolution // 2 ** (self.num_levels - 1)
 
+    def band_scale(self, level: int) -> float:
+        """``--d_band_scale`` for the discriminator of pyramid level ``level`` (0 = coarsest): 0 at the
+        coarsest level with ``--d_band_levels=fine`` (there the band is the lesion's outline, not
+        its fine detail). DCGAN's one D judges the full image and always reads ``--d_band_scale``."""
+        return 0.0 if self.d_band_levels == "fine" and level == 0 else self.d_band_scale
+
     @property
     def resolved_level_weights(self) -> tuple[float, ...]:
         return self.level_weights or (1.0,) * self.num_levels
@@ -138,6 +146,7 @@ class TrainConfig:
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
             ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
             ("d_init", self.d_init, D_INITS), ("g_padding", self.g_padding, G_PADDINGS),
+            ("d_band_levels", self.d_band_levels, D_BAND_LEVELS),
         ]
         for name, value, allowed in checks:
             if value not in allowed:

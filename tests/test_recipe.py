@@ -144,3 +144,17 @@ def test_recipe_flags_are_validated():
                 dict(g_padding="mirror"), dict(g_padding="reflect", g_upsample="transpose")):
         with pytest.raises(UserError):
             cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="dcgan", **bad).validate()
+
+
+def test_band_levels_fine_leaves_the_coarsest_discriminator_plain():
+    """--d_band_levels=fine: every pyramid level's D reads the band but the coarsest's; DCGAN's one
+    full-image D reads it either way; all (default) gives it to every D."""
+    def reads_band(gan):
+        return [any(isinstance(layer, layers.LaplacianBand) for layer in d.layers) for d in gan.discriminators]
+    for scheme in ("mod", "lapgan"):
+        assert reads_band(_build(scheme, d_band_scale=4.0, d_band_levels="fine")[0]) == [False, True]
+        assert reads_band(_build(scheme, d_band_scale=4.0)[0]) == [True, True]
+        assert reads_band(_build(scheme, d_band_levels="fine")[0]) == [False, False]   # scale 0: off
+    assert reads_band(_build("dcgan", d_band_scale=4.0, d_band_levels="fine")[0]) == [True]
+    with pytest.raises(UserError, match="--d_band_levels=coarse"):
+        cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="mod", d_band_levels="coarse").validate()

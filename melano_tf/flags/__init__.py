@@ -118,6 +118,9 @@ def define_train_flags() -> None:
                        "Every discriminator also sees the image's finest Laplacian band (image minus its "
                        "binomial down-up blur) times this factor, so sharp edges, hair and texture weigh as "
                        "much as colour and shape (0: off, the paper's D).")
+    flags.DEFINE_enum("d_band_levels", d.d_band_levels, list(cfg.D_BAND_LEVELS),
+                      "Pyramid schemes: which discriminators read the band (--d_band_scale): all, or fine "
+                      "(every level but the coarsest, whose band is the lesion's outline, not fine detail).")
     flags.DEFINE_enum("d_init", d.d_init, list(cfg.D_INITS),
                       "Discriminator weight init: N(0, 0.02) as in DCGAN (made for a D with BatchNorm; "
                       "without it the logits start ~1e-3 and G learns nothing for hundreds of steps) or "
