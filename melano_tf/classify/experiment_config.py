@@ -19,8 +19,6 @@ DEFAULT_REGIMES = ("baseline", "class_weights", "oversample", "synthetic", "synt
 
 #: The generators' recipe: the quick start's (configs/quickstart.cfg) as a TrainConfig template;
 #: ``gan_config`` sets the data, run folder, seed, conditioning and cadence of each generator.
-#: It predates the quick start's ``--d_band_scale=8`` (Dec 2026) and keeps the plain D, so the
-#: experiment's recorded table (BENCHMARKS.md) still reproduces; not yet measured with it.
 GAN_RECIPE = TrainConfig(
     scheme="mod", train_steps=500, batch_size=32, latent_dim=64, base_filters=128, min_filters=32,
     level_filters=32, level_blocks=2, num_levels=3, base_resolution=0, level_inputs="features", loss="nonsaturating",
