@@ -155,10 +155,10 @@ def main(argv):
             raise UserError(f"--probe={policy}: {e}") from None
     try:
         scales = [float(s) for s in FLAGS.band_scales]
+        if any(not s >= 0 for s in scales):
+            raise ValueError
     except ValueError:
         raise UserError(f"--band_scales={','.join(FLAGS.band_scales)}: give numbers >= 0") from None
-    if any(not s >= 0 for s in scales):
-        raise UserError(f"--band_scales={','.join(FLAGS.band_scales)}: give numbers >= 0")
     if FLAGS.threads:
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)

@@ -215,8 +215,8 @@ def test_laplacian_band_is_the_finest_pyramid_residual_scaled():
 ])
 def test_band_input_makes_the_discriminator_weigh_fine_detail(build):
     """--d_band_scale: D's first conv reads 3 more channels, and D's response to a pixel-scale
-    pattern (a checkerboard of 2/255 grey levels, like film grain or hair edges) grows against its
-    response to a smooth change of the same energy; 0 builds the paper's D unchanged."""
+    pattern (a checkerboard, like film grain or hair edges) grows against its response to a smooth
+    change of the same energy (input gradient projected on each); 0 builds the paper's D unchanged."""
     def first_conv_channels(d):
         conv = next(l for l in d.layers if isinstance(l, keras.layers.Conv2D))
         return conv.kernel.shape[2]

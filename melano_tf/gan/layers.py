@@ -165,7 +165,7 @@ class LaplacianBand(keras.layers.Layer):
         self.mode = str(mode)
 
     def call(self, x):
-        band = x - pyramid.upsample(pyramid.downsample(x, self.mode), self.mode)
+        band = pyramid.build_laplacian(x, 2, self.mode)[0]        # x - u(d(x))
         return tf.concat([x, tf.cast(self.scale, x.dtype) * band], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -175,9 +175,9 @@ class LaplacianBand(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "mode": self.mode}
 
 
-def d_input(image, band_scale: float, mode: str = "binomial"):
+def d_input(image, band_scale: float):
     """A discriminator's first tensor: the image, or (``band_scale > 0``) :class:`LaplacianBand`."""
-    return LaplacianBand(band_scale, mode, name="laplacian_band")(image) if band_scale > 0 else image
+    return LaplacianBand(band_scale, name="laplacian_band")(image) if band_scale > 0 else image
 
 
 def g_conv(h, filters: int, padding: str, name: str, **kwargs):
