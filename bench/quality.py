@@ -21,6 +21,9 @@ holds every run's figures, ``OUT/table.md`` the mean +- std per row. Example (th
 
     python bench/quality.py --row=quickstart:configs/quickstart.cfg --seeds=0,1,2 --out=bench_out/quality
 
+Every row trains to its ``--train_steps``: the benchmark passes ``--max_minutes=0`` before the
+row's own flags, so a flagfile's time budget does not make a row's figures depend on the machine.
+
 Rows: ``--row=NAME:FLAGFILE`` or ``--row="NAME:FLAGFILE:--flag=v --flag2=w"`` (repeatable). ``--jobs``
 trains that many runs at once (a GPU machine with many cores); scoring is sequential.
 """
@@ -93,7 +96,7 @@ def train(name: str, flagfile: str, extra: list[str], seed: int) -> tuple[str, f
             return model_dir, json.load(f)["seconds"]
     os.makedirs(model_dir, exist_ok=True)
     cmd = [sys.executable, os.path.join(ROOT, "bin", f"train_{binary(flagfile, extra)}"), f"--flagfile={flagfile}",
-           f"--model_dir={model_dir}", f"--seed={seed}", *shlex.split(FLAGS.extra), *extra]
+           f"--model_dir={model_dir}", f"--seed={seed}", "--max_minutes=0", *shlex.split(FLAGS.extra), *extra]
     t0 = time.time()
     with open(os.path.join(model_dir, "bench_train.log"), "a", encoding="utf-8") as log:
         env = dict(os.environ)

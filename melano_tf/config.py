@@ -95,6 +95,7 @@ class TrainConfig:
     gp_weight: float = 10.0
     batch_size: int = 16          # global
     train_steps: int = 10000
+    max_minutes: float = 0.0      # > 0: this invocation trains at most this long, then ends as at train_steps
     g_learning_rate: float = 2e-4
     d_learning_rate: float = 2e-4
     beta_1: float = 0.5
@@ -201,6 +202,8 @@ class TrainConfig:
         if self.ema_halflife_images < 0 or self.ema_rampup < 0:
             raise UserError(f"--ema_halflife_images={self.ema_halflife_images} --ema_rampup={self.ema_rampup}: "
                             "must be >= 0")
+        if not self.max_minutes >= 0:
+            raise UserError(f"--max_minutes={self.max_minutes}: must be >= 0 (0: no time budget)")
         if self.r1_gamma < 0:
             raise UserError(f"--r1_gamma={self.r1_gamma}: must be >= 0")
         if self.r1_every < 1:

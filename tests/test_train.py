@@ -262,6 +262,22 @@ def test_resume_continues_steps_and_curves(data, run, tmp_path):
     assert os.path.exists(os.path.join(model_dir, "samples", "step_0000005.png"))
 
 
+def test_max_minutes_ends_the_run_early_and_the_same_command_continues(data, run, tmp_path):
+    """A spent --max_minutes ends the run at the next step as --train_steps would: checkpoint, final
+    grid and SavedModel at that step; the next invocation resumes from there to --train_steps."""
+    model_dir = new_run_dir(data, tmp_path / "budget")
+    result, stdout = train_quietly(tiny_config(data, model_dir, train_steps=50, checkpoint_every=100,
+                                               max_minutes=1e-6))
+    assert result["step"] == 1 and "--max_minutes=1e-06 used up at step 1/50" in stdout
+    assert os.path.basename(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))) == "ckpt-1"
+    assert os.path.isfile(os.path.join(model_dir, "saved_model", "saved_model.pb"))
+    assert os.path.isfile(os.path.join(model_dir, "samples", "final.png"))
+    result, stdout = train_quietly(tiny_config(data, model_dir, train_steps=3))
+    assert "steps 1->3" in stdout and result["step"] == 3 and "used up" not in stdout
+    with pytest.raises(UserError, match="--max_minutes=-1"):
+        tiny_config(data, model_dir, max_minutes=-1.0).validate()
+
+
 @pytest.mark.parametrize("change,expected", [
     ({"resolution": 64}, ["resolution: saved 32, now 64"]),
     ({"scheme": "lapgan"}, ["scheme: saved 'mod', now 'lapgan'"]),

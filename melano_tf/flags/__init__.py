@@ -134,6 +134,9 @@ def define_train_flags() -> None:
     define_shared("integer", "batch_size", d.batch_size, "Global batch size (split over replicas).")
     define_shared("integer", "train_steps", d.train_steps, "Total training steps (a resume continues "
                    "to this).")
+    flags.DEFINE_float("max_minutes", d.max_minutes, "Wall-clock budget of this invocation's training in minutes "
+                       "(0: none): when it runs out the run ends as at --train_steps (checkpoint, grid, "
+                       "SavedModel); the same command later continues towards --train_steps.")
     flags.DEFINE_float("g_learning_rate", d.g_learning_rate, "Generator Adam learning rate.")
     flags.DEFINE_float("d_learning_rate", d.d_learning_rate, "Discriminator Adam learning rate.")
     flags.DEFINE_float("beta_1", d.beta_1, "Adam beta_1.")

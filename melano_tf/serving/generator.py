@@ -90,7 +90,7 @@ def load_generator(model_dir: str | None = None, saved_model: str | None = None,
         path = os.path.join(model_dir, "saved_model")
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise UserError(f"--model_dir={model_dir}: no saved_model/ in it (it is written when training "
-                            "reaches --train_steps)")
+                            "reaches --train_steps or its --max_minutes)")
         run_dir = model_dir
     else:
         path = saved_model

@@ -174,6 +174,9 @@ def _set_up(config: cfg.TrainConfig, flags_text: str | None) -> _Run:
         # The checkpoint holds the optimizers' learning rates; the command line's (config.json) win.
         gan.g_optimizer.learning_rate = config.g_learning_rate
         gan.d_optimizer.learning_rate = config.d_learning_rate
+    if config.max_minutes and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise UserError("--max_minutes with --strategy=multi_worker: each worker would stop on its own clock "
+                        "(a collective hang); bound the run with --train_steps instead")
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=1 if not chief else config.keep_checkpoints)
     if chief:
         with fileio.writing(config.model_dir, "the run configuration"):
@@ -245,6 +248,8 @@ def _step_loop(run: _Run) -> int:
     if chief and config.eval_every:
         from melano_tf.train.evaluation import TrainingEvaluator
         evaluator = TrainingEvaluator(gan, config, run.cache_dir, run.manager.checkpoint)
+    # --max_minutes: a budget for the steps of this invocation (set-up and export not counted)
+    deadline = time.time() + 60.0 * config.max_minutes if config.max_minutes else None
     with _StopSignal() as stop:
         step, streak = start, 0
         while step < config.train_steps:
@@ -261,12 +266,15 @@ def _step_loop(run: _Run) -> int:
                     sums[k] = sums.get(k, 0.0) + v
             count += 1
             n_log += config.batch_size * (step - prev)
-            at_end = step == config.train_steps
+            out_of_time = deadline is not None and time.time() >= deadline and step < config.train_steps
+            at_end = step == config.train_steps or out_of_time
             due = functools.partial(_due, prev, step)
             if due(config.log_every) or at_end:
                 dt = max(time.time() - t_log, 1e-9)
                 ips = n_log / dt
                 eta = (config.train_steps - step) * config.batch_size / max(ips, 1e-9)
+                if deadline is not None:
+                    eta = min(eta, max(deadline - time.time(), 0.0))
                 _say(f"step {step}/{config.train_steps}  d_loss {values['d_loss']:.3f}  g_loss {values['g_loss']:.3f}"
                      f"  {ips:.1f} img/s  ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
                 last = {"images_per_second": ips}
@@ -284,6 +292,10 @@ def _step_loop(run: _Run) -> int:
                 _say(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(scores.items())))
             if due(config.checkpoint_every) or at_end or stop.signum:
                 checkpoints.save(gan, run.manager, step, chief)
+            if out_of_time:
+                _say(f"--max_minutes={config.max_minutes:g} used up at step {step}/{config.train_steps}: "
+                     "checkpoint saved; the same command continues towards --train_steps")
+                break
             if stop.signum:
                 name = signal.Signals(stop.signum).name
                 _say(f"{name} at step {step}: checkpoint saved; run the same command to resume")
