@@ -22,6 +22,7 @@ LEVEL_INPUTS = ("image", "features")
 D_INITS = ("dcgan", "he")
 G_PADDINGS = ("zero", "reflect")
 D_BAND_LEVELS = ("all", "fine")
+D_BAND_CHANNELS = ("rgb", "luma")
 
 #: Fields that fix the shape of the networks or the meaning of a checkpoint: a resume that
 #: changes one of them is refused.
@@ -29,6 +30,7 @@ STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
     "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
+    "d_band_channels",
 )
 
 
@@ -83,6 +85,7 @@ class TrainConfig:
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
     d_band_scale: float = 0.0     # every D also sees the image's finest Laplacian band times this (0: off)
     d_band_levels: str = "all"    # which Ds read the band: all, or fine (not a pyramid's coarsest level's)
+    d_band_channels: str = "rgb"  # the band D reads: per colour channel, or its luma only
     g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
     noise_init: float = 0.0       # mod with level_inputs=features: initial strength of the injected noise
     cond_transition: tuple[int, ...] = ()   # conditional: (start, end) steps of the 0 -> 1 class-strength ramp
@@ -148,6 +151,7 @@ class TrainConfig:
             ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
             ("d_init", self.d_init, D_INITS), ("g_padding", self.g_padding, G_PADDINGS),
             ("d_band_levels", self.d_band_levels, D_BAND_LEVELS),
+            ("d_band_channels", self.d_band_channels, D_BAND_CHANNELS),
         ]
         for name, value, allowed in checks:
             if value not in allowed:

@@ -253,3 +253,30 @@ def test_band_scale_is_validated_and_structural():
     with pytest.raises(UserError, match="--d_band_scale=-1"):
         cfg.TrainConfig(d_band_scale=-1.0).validate()
     assert cfg.structural_differences(cfg.TrainConfig(), cfg.TrainConfig(d_band_scale=4.0))
+    with pytest.raises(UserError, match="--d_band_channels=yuv"):
+        cfg.TrainConfig(d_band_channels="yuv").validate()
+    assert cfg.structural_differences(cfg.TrainConfig(d_band_scale=4.0),
+                                      cfg.TrainConfig(d_band_scale=4.0, d_band_channels="luma"))
+
+
+def test_luma_band_is_one_channel_that_ignores_colour_detail():
+    """--d_band_channels=luma: one band channel, the Rec. 601 luma of the RGB band; detail that
+    changes colour but not brightness (an iso-luminant checkerboard) has none, grey detail keeps
+    its band; D's first conv reads 4 channels."""
+    n = 16
+    yy, xx = np.mgrid[:n, :n]
+    checker = ((yy + xx) % 2 * 2 - 1).astype(np.float32) * 0.2
+    luma = np.array(layers.LaplacianBand.LUMA, np.float32)
+    chroma = np.array([1.0, 0.0, 0.0], np.float32) - luma[0] / luma[1] * np.array([0.0, 1.0, 0.0], np.float32)
+    assert abs(chroma @ luma) < 1e-7                                   # red against green, luma unchanged
+    iso = tf.constant(checker[None, :, :, None] * chroma)             # (1, n, n, 3)
+    grey = tf.constant(np.repeat(checker[None, :, :, None], 3, axis=-1))
+    rgb_band = layers.LaplacianBand(scale=2.0)(iso).numpy()[..., 3:]
+    y_iso = layers.LaplacianBand(scale=2.0, channels="luma")(iso).numpy()
+    y_grey = layers.LaplacianBand(scale=2.0, channels="luma")(grey).numpy()
+    assert y_iso.shape == (1, n, n, 4) and np.abs(rgb_band).max() > 0.1
+    np.testing.assert_allclose(y_iso[..., 3], 0.0, atol=1e-6)
+    np.testing.assert_allclose(y_grey[..., 3], layers.LaplacianBand(scale=2.0)(grey).numpy()[..., 3], atol=1e-5)
+    d = networks.dcgan_discriminator(32, 64, 16, init="he", band_scale=8.0, band_channels="luma")
+    conv = next(l for l in d.layers if isinstance(l, keras.layers.Conv2D))
+    assert conv.kernel.shape[2] == 4

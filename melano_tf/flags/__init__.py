@@ -121,6 +121,10 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("d_band_levels", d.d_band_levels, list(cfg.D_BAND_LEVELS),
                       "Pyramid schemes: which discriminators read the band (--d_band_scale): all, or fine "
                       "(every level but the coarsest, whose band is the lesion's outline, not fine detail).")
+    flags.DEFINE_enum("d_band_channels", d.d_band_channels, list(cfg.D_BAND_CHANNELS),
+                      "The band the discriminators read (--d_band_scale): per colour channel (rgb), or its "
+                      "luma only (one channel; a photograph's fine detail is mostly luma, and an amplified "
+                      "colour band lets D weigh chroma speckle G should not draw).")
     flags.DEFINE_enum("d_init", d.d_init, list(cfg.D_INITS),
                       "Discriminator weight init: N(0, 0.02) as in DCGAN (made for a D with BatchNorm; "
                       "without it the logits start ~1e-3 and G learns nothing for hundreds of steps) or "

@@ -25,7 +25,8 @@ class DCGAN(GAN):
         c = self.config
         return [networks.dcgan_discriminator(self.resolution, c.base_filters, c.min_filters,
                                              num_classes=self.num_classes, mbstd_group=c.mbstd_group,
-                                             init=c.d_init, band_scale=c.d_band_scale, name="discriminator")]
+                                             init=c.d_init, band_scale=c.d_band_scale, band_channels=c.d_band_channels,
+                                             name="discriminator")]
 
     def generate(self, generators, z, labels=None, training=False, seed=None):
         inputs = [z, labels] if self.num_classes else z

@@ -157,27 +157,38 @@ class LaplacianBand(keras.layers.Layer):
     strided conv over RGB weighs sharp edges, hair and texture little against colour and shape.
     Handing it the band at the image's scale is the spatial form of the spectral discriminators
     that fix GANs' high-frequency deficits (Chen et al. 2021, SSD-GAN; Jung & Keuper 2021).
-    A fixed linear op: R1's input gradient flows through it."""
+    A fixed linear op: R1's input gradient flows through it.
 
-    def __init__(self, scale: float = 4.0, mode: str = "binomial", **kwargs):
+    ``channels="luma"``: one channel, the band's Rec. 601 luma ``0.299 R + 0.587 G + 0.114 B``
+    (the band of the luma, the pyramid being linear): a photograph's fine detail is mostly luma."""
+
+    LUMA = (0.299, 0.587, 0.114)
+
+    def __init__(self, scale: float = 4.0, mode: str = "binomial", channels: str = "rgb", **kwargs):
         super().__init__(**kwargs)
+        if channels not in ("rgb", "luma"):
+            raise UserError(f"--d_band_channels={channels}: choose one of rgb, luma")
         self.scale = float(scale)
         self.mode = str(mode)
+        self.channels = channels
 
     def call(self, x):
         band = pyramid.build_laplacian(x, 2, self.mode)[0]        # x - u(d(x))
+        if self.channels == "luma":
+            band = tf.reduce_sum(band * tf.constant(self.LUMA, band.dtype), axis=-1, keepdims=True)
         return tf.concat([x, tf.cast(self.scale, x.dtype) * band], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], 2 * input_shape[-1])
+        extra = 1 if self.channels == "luma" else input_shape[-1]
+        return (*input_shape[:-1], input_shape[-1] + extra)
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "mode": self.mode}
+        return {**super().get_config(), "scale": self.scale, "mode": self.mode, "channels": self.channels}
 
 
-def d_input(image, band_scale: float):
+def d_input(image, band_scale: float, channels: str = "rgb"):
     """A discriminator's first tensor: the image, or (``band_scale > 0``) :class:`LaplacianBand`."""
-    return LaplacianBand(band_scale, name="laplacian_band")(image) if band_scale > 0 else image
+    return LaplacianBand(band_scale, channels=channels, name="laplacian_band")(image) if band_scale > 0 else image
 
 
 def g_conv(h, filters: int, padding: str, name: str, **kwargs):

@@ -115,6 +115,7 @@ def dcgan_discriminator(
     mbstd_group: int = 0,
     init: str = "dcgan",
     band_scale: float = 0.0,
+    band_channels: str = "rgb",
     name: str = "dcgan_discriminator",
 ) -> keras.Model:
     """DCGAN discriminator ``image (B, R, R, 3) [, label (B,)] -> logits (B, 1)`` float32.
@@ -124,12 +125,13 @@ def dcgan_discriminator(
     No normalisation (safe with gradient penalties). Conditional: projection head.
     ``mbstd_group > 0``: :class:`MinibatchStddev` on the 4x4 features before flatten.
     ``band_scale > 0``: the first conv sees the image and its finest Laplacian band times
-    ``band_scale`` (:class:`~melano_tf.gan.layers.LaplacianBand`, 6 channels).
+    ``band_scale`` (:class:`~melano_tf.gan.layers.LaplacianBand`, 6 channels; 4 with
+    ``band_channels="luma"``).
     """
     filters = dcgan_filters(resolution, base_filters, min_filters, width)
     image = keras.Input(shape=(resolution, resolution, 3), name="image")
     inputs = [image]
-    h = d_input(image, band_scale)
+    h = d_input(image, band_scale, band_channels)
     r = resolution
     for f in reversed(filters[:-1]):
         r //= 2
@@ -220,6 +222,7 @@ def lapgan_level_discriminator(
     mbstd_group: int = 0,
     init: str = "dcgan",
     band_scale: float = 0.0,
+    band_channels: str = "rgb",
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level discriminator ``[image, condition] (+ label) -> logits (B, 1)`` float32.
@@ -236,7 +239,7 @@ def lapgan_level_discriminator(
     image = keras.Input(shape=(resolution, resolution, 3), name="image")
     condition = keras.Input(shape=(resolution, resolution, 3), name="condition")
     inputs = [image, condition]
-    h = keras.layers.Concatenate(name="image_and_condition")([d_input(image, band_scale), condition])
+    h = keras.layers.Concatenate(name="image_and_condition")([d_input(image, band_scale, band_channels), condition])
     r = resolution
     for i in range(n):
         r //= 2
