@@ -19,6 +19,7 @@ CROPS = ("center", "trim_black")
 UPSAMPLES = ("transpose", "resize")
 EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
+LEVEL_RESIDUALS = ("free", "band")
 D_INITS = ("dcgan", "he")
 G_PADDINGS = ("zero", "reflect")
 D_BAND_LEVELS = ("all", "fine")
@@ -30,7 +31,7 @@ STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
     "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
-    "d_band_channels",
+    "d_band_channels", "level_residual",
 )
 
 
@@ -79,6 +80,7 @@ class TrainConfig:
     level_weights: tuple[float, ...] = ()   # mod: generator loss weight per level, coarse..fine
     condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
     level_inputs: str = "image"   # mod: finer level generators see the coarse image, or also its features
+    level_residual: str = "free"  # pyramids: a finer level adds G_k's output (free) or only its finest band
     pyramid_mode: str = "binomial"
     g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper) or resize + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
@@ -149,6 +151,7 @@ class TrainConfig:
             ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
             ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
+            ("level_residual", self.level_residual, LEVEL_RESIDUALS),
             ("d_init", self.d_init, D_INITS), ("g_padding", self.g_padding, G_PADDINGS),
             ("d_band_levels", self.d_band_levels, D_BAND_LEVELS),
             ("d_band_channels", self.d_band_channels, D_BAND_CHANNELS),
@@ -164,6 +167,8 @@ class TrainConfig:
         for name in ("g_learning_rate", "d_learning_rate"):
             if not getattr(self, name) > 0:
                 raise UserError(f"--{name}={getattr(self, name)}: must be > 0")
+        if self.scheme == "dcgan" and self.level_residual != "free":
+            raise UserError(f"--level_residual={self.level_residual}: DCGAN has no pyramid levels (use --scheme=mod or lapgan)")
         if self.scheme != "dcgan":
             if self.num_levels < 2:
                 raise UserError(f"--num_levels={self.num_levels}: a pyramid needs at least 2 levels")

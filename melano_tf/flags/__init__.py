@@ -99,6 +99,10 @@ def define_train_flags() -> None:
                       "mod: each finer level generator sees the upsampled coarse image (image), or also the "
                       "coarser generator's last feature maps, with per-block noise whose strength is learned "
                       "from zero (features; StyleGAN2's skip generator / MSG-GAN).")
+    flags.DEFINE_enum("level_residual", d.level_residual, list(cfg.LEVEL_RESIDUALS),
+                      "Pyramid schemes: a finer level adds its generator's output to the upsampled coarser image "
+                      "(free, the paper's), or only that output's finest Laplacian band h - u(d(h)) (band), so the "
+                      "finer level adds detail and leaves the coarser level's image as its own coarse version.")
     flags.DEFINE_list("cond_transition", [str(v) for v in d.cond_transition],
                       "--conditional: START,END steps over which the class conditioning of G and D's projection "
                       "is ramped in linearly from 0 (unconditional) to 1 (Shahbazi et al. 2022, against the mode "

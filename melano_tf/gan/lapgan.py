@@ -98,14 +98,21 @@ class LAPGAN(GAN):
         return tf.map_fn(lambda s: tf.random.stateless_normal(shape, s), seeds, fn_output_signature=tf.float32)
 
     def refine(self, generator, k, coarse, labels, training, keys=None, salt: int = 100, features=None):
-        """I_k = u(coarse) + G_k(u(coarse) [, features], noise); returns (I_k, u(coarse), G_k's features)."""
+        """I_k = u(coarse) + G_k(u(coarse) [, features], noise); returns (I_k, u(coarse), G_k's features).
+
+        ``--level_residual=band``: I_k = u(coarse) + (h - u(d(h))) with h = G_k(...): the residual is
+        projected onto the finest Laplacian band (what a real level adds, Denton et al. 2015), so
+        d(I_k) ~ d(u(coarse)) and a finer level cannot shift the colour or shape its coarser level drew."""
         up = pyramid.upsample(tf.cast(coarse, tf.float32), self.config.pyramid_mode)
         inputs = [up] + ([features] if features is not None else [])
         inputs.append(self.level_noise(tf.shape(coarse)[0], k, keys, salt))
         if self.num_classes:
             inputs.append(labels)
         residual, features = _image_and_features(generator(inputs, training=training))
-        return up + tf.cast(residual, tf.float32), up, features
+        residual = tf.cast(residual, tf.float32)
+        if self.config.level_residual == "band":
+            residual = pyramid.build_laplacian(residual, 2, self.config.pyramid_mode)[0]
+        return up + residual, up, features
 
     def chain(self, generators, z, labels=None, training=False, real_coarse=None, seed=None, salt: int = 100):
         """Images and conditions of every level, coarse to fine.
