@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from conftest import own_stderr_lines
 from melano_tf.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,7 @@ def run_bin(name: str, *args: str, timeout: float = 300) -> subprocess.Completed
 
 def one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
+    lines = own_stderr_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert lines[0].startswith(f"{prog}: error: ")

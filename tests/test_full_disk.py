@@ -20,6 +20,7 @@ import sys
 import pytest
 
 from melano_tf import cli, fileio
+from conftest import own_stderr_lines
 from melano_tf.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +168,7 @@ def _resume_with_full_disk(trained, tmp_path, kind: str):
                          text=True, cwd=ROOT, env=dict(ENV, FULL_DISK=kind), timeout=600)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    err = [ln for ln in res.stderr.splitlines() if ln.strip() and "WARNING" not in ln and not ln.startswith("W0")]
+    err = own_stderr_lines(res.stderr)
     assert len(err) == 1 and err[0].startswith("train_dcgan: error: "), res.stderr[-3000:]
     return err[0], model_dir, before
 

@@ -38,6 +38,7 @@ from PIL import Image
 
 from melano_tf import fileio
 from melano_tf.data import decode, examples
+from melano_tf.data import workers as workers_mod
 from melano_tf.data.records import UNLABELED
 from melano_tf.data.splits import SPLITS, check_fractions, split_records
 from melano_tf.errors import UserError
@@ -304,7 +305,7 @@ def _results(jobs, workers: int):
         return
     chunk = max(1, min(16, len(jobs) // (workers * 8)))
     # spawn: the parent may hold TensorFlow's threads, which fork does not survive safely.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with workers_mod.pool(multiprocessing.get_context("spawn"), workers) as pool:
         yield from pool.imap(_work, jobs, chunksize=chunk)
 
 

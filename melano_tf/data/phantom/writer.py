@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from melano_tf import fileio
+from melano_tf.data import workers as workers_mod
 from melano_tf.data.phantom.compose import check_resolution, render
 from melano_tf.data.phantom.palette import CLASS_NAMES, ISIC2017_MIX, MELANOMA, SK
 from melano_tf.errors import UserError
@@ -138,7 +139,7 @@ def write_isic_layout(out_dir: str, num_images: int = 2000, resolution: int = 25
     else:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ctx.Pool(workers) as pool:
+        with workers_mod.pool(ctx, workers) as pool:
             for k in pool.imap_unordered(_write_chunk, chunks):
                 done += k
                 report()
