@@ -3,45 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
-import tempfile
 
 # TF's C++ log lines: info, warnings and errors such as the grappler remapper's "fanout ... exist for
 # missing node" that oneDNN builds (Intel CPUs with AVX-512) print during training although it is
 # harmless; Python-side errors still surface. Set 0 to see them all.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-#: C++ log lines TensorFlow 2.21 writes to fd 2 at import whatever TF_CPP_MIN_LOG_LEVEL says: on
-#: Intel CPUs with AVX-512 (oneDNN on by default) "I... port.cc:153] oneDNN custom operations are
-#: on", and absl's "WARNING: All log messages before absl::InitializeLog() ..." before each.
-_IMPORT_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-                           r"|[IW]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\])")
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with fd 2 captured, then replay what it wrote but the info/warning lines
-    above (all of it with ``TF_CPP_MIN_LOG_LEVEL=0``), so a bad flag stays a one-line error on
-    every CPU. Errors at import (E/F lines, Python tracebacks) still reach stderr."""
-    if "tensorflow" in sys.modules:
-        return
-    verbose = os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines = tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
-            sys.stderr.write("".join(ln for ln in lines if verbose or not _IMPORT_NOISE.match(ln)))
-            sys.stderr.flush()
-
-
-_import_tensorflow_quietly()
 
 from absl import app, flags, logging  # noqa: E402
 
