@@ -52,7 +52,7 @@ def fresh_python():
 #: "WARNING: All log messages before absl::InitializeLog() ..."): on Intel CPUs with AVX-512 TF
 #: 2.21 prints oneDNN's start-up line and grappler "errors" outside TF_CPP_MIN_LOG_LEVEL's reach.
 #: They are not melano_tf's output; the one-line-error checks look at the rest.
-TF_NATIVE_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
+TF_NATIVE_LOG = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl)")
 
 
 def own_stderr_lines(stderr: str) -> list:
