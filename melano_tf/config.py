@@ -31,7 +31,7 @@ STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
     "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
-    "d_band_channels", "level_residual",
+    "d_band_channels", "level_residual", "d_recon_weight",
 )
 
 
@@ -88,6 +88,7 @@ class TrainConfig:
     d_band_scale: float = 0.0     # every D also sees the image's finest Laplacian band times this (0: off)
     d_band_levels: str = "all"    # which Ds read the band: all, or fine (not a pyramid's coarsest level's)
     d_band_channels: str = "rgb"  # the band D reads: per colour channel, or its luma only
+    d_recon_weight: float = 0.0   # > 0: every D also decodes its 8x8 features to the real image (FastGAN)
     g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
     noise_init: float = 0.0       # mod with level_inputs=features: initial strength of the injected noise
     cond_transition: tuple[int, ...] = ()   # conditional: (start, end) steps of the 0 -> 1 class-strength ramp
@@ -206,6 +207,8 @@ class TrainConfig:
             raise UserError(f"--best_metric={self.best_metric}: choose one of kid, swd")
         if not self.d_band_scale >= 0:
             raise UserError(f"--d_band_scale={self.d_band_scale}: must be >= 0 (0: off)")
+        if not self.d_recon_weight >= 0:
+            raise UserError(f"--d_recon_weight={self.d_recon_weight}: must be >= 0 (0: off)")
         if self.mbstd_group < 0 or self.mbstd_group > self.batch_size:
             raise UserError(f"--mbstd_group={self.mbstd_group}: must be 0 (off) or 1..--batch_size")
         if self.ema_halflife_images < 0 or self.ema_rampup < 0:

@@ -375,3 +375,69 @@ def test_level_residual_band_adds_only_detail(scheme):
 def test_level_inputs_features_needs_generated_mod(kw, flag):
     with pytest.raises(UserError, match=flag):
         tiny(level_inputs="features", **kw)
+
+
+def _recon_descent(gan, k, x, cond):
+    """A compiled Adam step on level ``k``'s reconstruction error alone (D's first conv and the
+    decoder); returns (error before the step, max |gradient| at D's first conv)."""
+    variables = [gan.discriminators[k].trainable_variables[0]] + gan.recon_decoders[k].trainable_variables
+    opt = keras.optimizers.Adam(3e-3)
+    opt.build(variables)
+
+    @tf.function
+    def descend():
+        with tf.GradientTape() as tape:
+            _, feats, seen = gan.discriminate(k, x, cond, None, 10, features=True)
+            e = tf.reduce_mean(gan.recon_error(k, feats, seen))
+        grads = tape.gradient(e, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return e, tf.reduce_max(tf.abs(grads[0]))
+    return descend
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_d_recon_weight_self_supervised_discriminator(scheme):
+    """--d_recon_weight=W (FastGAN's self-supervised D): every D with an 8x8 feature map gets a
+    decoder of it; its D loss is the adversarial loss plus W times the L1 error of decoding the
+    (augmented) real image, pooled to the decoder's size; the error's gradient reaches D's own
+    layers and descending it lowers it; decoders are checkpointed; off by default."""
+    off, _ = build(scheme)
+    assert off.recon_decoders == [None] * len(off.discriminators)
+    built = {w: build(scheme, d_recon_weight=w, augment="diffaugment", augment_policy="translation,cutout")
+             for w in (1.0, 3.0)}
+    gans = {w: g for w, (g, _) in built.items()}
+    gan, strategy = built[1.0]
+    res = [int(d.inputs[0].shape[1]) for d in gan.discriminators]
+    assert [d is not None for d in gan.recon_decoders] == [r >= 16 for r in res]
+    assert any(d is not None for d in gan.recon_decoders)
+    rng = np.random.default_rng(3)
+    smooth = tf.image.resize(rng.normal(0, 0.7, (BATCH, 4, 4, 3)).astype("float32"), [32, 32])
+    real = tf.tanh(smooth)                         # lesion-like: what a small decoder can learn to copy
+    pyr = gan.real_pyramid(real) if scheme != "dcgan" else [real]
+    for k, dec in enumerate(gan.recon_decoders):
+        if dec is None:
+            continue
+        assert "recon_decoder_%d" % k in gan.checkpoint_items()
+        assert all(any(v is w for w in gan.d_variables) for v in dec.trainable_variables)
+        x = pyr[k]
+        fake = tf.zeros_like(x)
+        cond = pyr[k - 1] if scheme == "lapgan" and k > 0 else None
+        cond = None if cond is None else tf.image.resize(cond, x.shape[1:3])
+        losses = {w: g.d_terms(k, x, fake, cond, cond, None, salt=10)[0] for w, g in gans.items()}
+        _, feats, seen = gan.discriminate(k, x, cond, None, 10, features=True)
+        error = gan.recon_error(k, feats, seen)
+        assert float(tf.reduce_min(error)) > 0
+        np.testing.assert_allclose(losses[3.0] - losses[1.0], 2.0 * error, rtol=1e-4, atol=1e-5)
+        descend = _recon_descent(gan, k, x, cond)
+        start, reach = descend()
+        assert float(reach) > 0                                  # the error's gradient reaches D's first conv
+        for _ in range(30):
+            e, _ = descend()
+        assert float(e) < 0.7 * float(start)
+    step = loop.make_step_fn(gan, strategy)
+    out = step(next(batches(strategy, steps=1)))
+    assert_finite(out)
+    assert any(key.startswith("d_recon/") for key in out)
+    assert cfg.structural_differences(tiny(scheme), tiny(scheme, d_recon_weight=1.0))
+    with pytest.raises(UserError, match="--d_recon_weight=-1"):
+        tiny(scheme, d_recon_weight=-1.0)

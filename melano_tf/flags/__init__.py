@@ -129,6 +129,11 @@ def define_train_flags() -> None:
                       "The band the discriminators read (--d_band_scale): per colour channel (rgb), or its "
                       "luma only (one channel; a photograph's fine detail is mostly luma, and an amplified "
                       "colour band lets D weigh chroma speckle G should not draw).")
+    flags.DEFINE_float("d_recon_weight", d.d_recon_weight,
+                       "Self-supervised discriminators (FastGAN, Liu et al. 2021): every D with an 8x8 feature "
+                       "map also decodes it back to the real image it judged (at up to 32 px) and adds this "
+                       "weight times the L1 reconstruction error to its loss, so D learns what real lesions "
+                       "look like, not only what tells this batch's fakes apart (0: off, the paper's D).")
     flags.DEFINE_enum("d_init", d.d_init, list(cfg.D_INITS),
                       "Discriminator weight init: N(0, 0.02) as in DCGAN (made for a D with BatchNorm; "
                       "without it the logits start ~1e-3 and G learns nothing for hundreds of steps) or "

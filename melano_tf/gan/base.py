@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from melano_tf.gan import augment as augment_lib
 from melano_tf.gan import losses as losses_lib
+from melano_tf.gan import networks
 from melano_tf.gan.layers import ConditionStrength
 
 
@@ -57,6 +58,7 @@ class GAN(keras.Model):
         self.resolution = config.data.resolution
         self.generators = self.build_generators()
         self.discriminators = self.build_discriminators()
+        self.recon_models, self.recon_decoders = self.build_recon()
         self.ema_generators = []
         for g in self.generators:
             e = keras.models.clone_model(g)
@@ -84,6 +86,23 @@ class GAN(keras.Model):
 
     def build_discriminators(self) -> list[keras.Model]:
         raise NotImplementedError
+
+    def build_recon(self) -> tuple[list, list]:
+        """``--d_recon_weight > 0``: per discriminator with an 8x8 feature map, a model sharing its
+        layers that also returns those features, and a decoder of them (:func:`networks.recon_decoder`,
+        to ``min(32, resolution)`` px); ``None`` for a D without one (under 16 px) and when off."""
+        models, decoders = [], []
+        for k, d in enumerate(self.discriminators):
+            names = {layer.name for layer in d.layers}
+            if self.config.d_recon_weight <= 0 or networks.RECON_FEATURES not in names:
+                models.append(None)
+                decoders.append(None)
+                continue
+            feats = d.get_layer(networks.RECON_FEATURES).output
+            models.append(keras.Model(d.inputs, [d.outputs[0], feats], name=f"{d.name}_with_features"))
+            decoders.append(networks.recon_decoder(int(feats.shape[-1]), min(32, int(d.inputs[0].shape[1])),
+                                                   name=f"recon_decoder_{k}"))
+        return models, decoders
 
     def generate(self, generators, z, labels=None, training=False, seed=None) -> list[tf.Tensor]:
         """Images of every level, coarse to fine, from latents ``z``.
@@ -113,7 +132,8 @@ class GAN(keras.Model):
 
     @property
     def d_variables(self):
-        return [v for d in self.discriminators for v in d.trainable_variables]
+        return ([v for d in self.discriminators for v in d.trainable_variables]
+                + [v for d in self.recon_decoders if d is not None for v in d.trainable_variables])
 
     @property
     def level_resolutions(self) -> list[int]:
@@ -169,17 +189,31 @@ class GAN(keras.Model):
         return {**d_stats, **g_stats, "skipped": skipped}
 
     # ----------------------------------------------------------------- adversarial terms
-    def discriminate(self, level: int, image, condition, labels, salt: int, training=True):
-        """Logits of discriminator ``level`` on an augmented image (condition augmented identically)."""
+    def discriminate(self, level: int, image, condition, labels, salt: int, training=True, features=False):
+        """Logits of discriminator ``level`` on an augmented image (condition augmented identically).
+
+        ``features``: returns ``(logits, D's 8x8 features, the augmented image)`` (``--d_recon_weight``)."""
         seed = self.augment_seed(salt)
         inputs = [self.augmenter(image, seed)]
         if condition is not None:
             inputs.append(self.augmenter(condition, seed))  # same seed -> same transform
         if self.num_classes:
             inputs.append(labels)
-        d = self.discriminators[level]
+        d = self.recon_models[level] if features else self.discriminators[level]
         out = d(inputs if len(inputs) > 1 else inputs[0], training=training)
+        if features:
+            return tf.cast(tf.reshape(out[0], [-1]), tf.float32), out[1], inputs[0]
         return tf.cast(tf.reshape(out, [-1]), tf.float32)
+
+    def recon_error(self, level: int, features, seen) -> tf.Tensor:
+        """Per-example ``mean |dec(f(x)) - pool(x)|`` (FastGAN's self-supervised D, L1 for LPIPS):
+        ``seen`` is the augmented real image D judged, average-pooled to the decoder's size."""
+        decoded = tf.cast(self.recon_decoders[level](features, training=True), tf.float32)
+        target = tf.cast(seen, tf.float32)
+        factor = int(target.shape[1]) // int(decoded.shape[1])
+        if factor > 1:
+            target = tf.nn.avg_pool2d(target, factor, factor, "VALID")
+        return tf.reduce_mean(tf.abs(decoded - target), axis=[1, 2, 3])
 
     def penalty_scale(self):
         """Loss scale of the R1 / GP inner gradient ``dD(x)/dx``: 1 unless D's optimizer scales losses
@@ -192,11 +226,21 @@ class GAN(keras.Model):
         return 1.0
 
     def d_terms(self, level, real, fake, cond_real, cond_fake, labels, salt):
-        """Per-example discriminator loss of one level, with its R1 / GP penalty, and statistics."""
-        real_logits = self.discriminate(level, real, cond_real, labels, salt)
+        """Per-example discriminator loss of one level, with its R1 / GP penalty, the
+        self-supervised reconstruction term (``--d_recon_weight``), and statistics."""
+        recon = self.recon_decoders[level] is not None
+        stats = {}
+        if recon:
+            real_logits, features, seen = self.discriminate(level, real, cond_real, labels, salt, features=True)
+        else:
+            real_logits = self.discriminate(level, real, cond_real, labels, salt)
         fake_logits = self.discriminate(level, fake, cond_fake, labels, salt + 1)
         loss = self.d_loss_fn(real_logits, fake_logits)
         c = self.config
+        if recon:
+            error = self.recon_error(level, features, seen)
+            loss += c.d_recon_weight * error
+            stats["d_recon"] = tf.reduce_mean(error)
         if c.loss == "wgan" or c.r1_gamma > 0:
             def d_fn(x, cond, s):
                 return self.discriminate(level, x, cond, labels, s)
@@ -213,8 +257,8 @@ class GAN(keras.Model):
                     loss += tf.cond(tf.equal(self.step % c.r1_every, 0), r1, lambda: tf.zeros_like(loss))
                 else:
                     loss += r1()
-        stats = {"d_real": tf.reduce_mean(real_logits), "d_fake": tf.reduce_mean(fake_logits),
-                 "real_sign": tf.reduce_mean(tf.sign(real_logits))}
+        stats.update({"d_real": tf.reduce_mean(real_logits), "d_fake": tf.reduce_mean(fake_logits),
+                      "real_sign": tf.reduce_mean(tf.sign(real_logits))})
         return loss, stats
 
     def g_terms(self, level, fake, cond_fake, labels, salt):
@@ -342,6 +386,9 @@ class GAN(keras.Model):
             items[f"generator_{i}"] = g
             items[f"ema_generator_{i}"] = e
             items[f"discriminator_{i}"] = d
+        for i, d in enumerate(self.recon_decoders):
+            if d is not None:
+                items[f"recon_decoder_{i}"] = d
         if self.augmenter.probability is not None:
             items["ada_probability"] = self.augmenter.probability
         return items

@@ -255,3 +255,25 @@ def lapgan_level_discriminator(
         inputs.append(label)
     logits = projection_logits(h, label, num_classes, "d", init)
     return keras.Model(inputs, logits, name=name)
+
+
+#: Name of the discriminators' 8x8 feature layer that ``--d_recon_weight`` decodes.
+RECON_FEATURES = "down8_lrelu"
+
+
+def recon_decoder(channels: int, out_size: int, filters: int = 32, name: str = "recon_decoder") -> keras.Model:
+    """Decoder of a self-supervised discriminator (FastGAN, Liu et al. 2021, sec. 3.2):
+    D's 8x8 features ``(B, 8, 8, channels) -> (B, out_size, out_size, 3)``, a copy of the image D saw.
+
+    Per doubling from 8 px: ``UpSampling2D(2) -> Conv2D(filters, 3) -> LeakyReLU(0.2)``, then a
+    linear ``Conv2D(3, 3)`` in float32. FastGAN compares with LPIPS; without pretrained weights
+    (nothing is downloaded here) the loss is L1 in pixels (:meth:`GAN.d_terms`)."""
+    n = _log2_resolution(out_size, minimum=8) - 3
+    f = keras.Input(shape=(8, 8, channels), name="features")
+    h = f
+    for i in range(n):
+        h = keras.layers.UpSampling2D(2, name=f"up{i}")(h)
+        h = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=d_init("he"), name=f"conv{i}")(h)
+        h = keras.layers.LeakyReLU(negative_slope=LEAK, name=f"conv{i}_lrelu")(h)
+    out = keras.layers.Conv2D(3, 3, padding="same", dtype="float32", name="to_rgb")(h)
+    return keras.Model(f, out, name=name)
