@@ -402,21 +402,19 @@ def test_d_recon_weight_self_supervised_discriminator(scheme):
     (augmented) real image, pooled to the decoder's size; the error's gradient reaches D's own
     layers and descending it lowers it; decoders are checkpointed; off by default."""
     off, _ = build(scheme)
-    assert off.recon_decoders == [None] * len(off.discriminators)
+    assert off.recon_decoders == {} and off.recon_models == {}
     built = {w: build(scheme, d_recon_weight=w, augment="diffaugment", augment_policy="translation,cutout")
              for w in (1.0, 3.0)}
     gans = {w: g for w, (g, _) in built.items()}
     gan, strategy = built[1.0]
     res = [int(d.inputs[0].shape[1]) for d in gan.discriminators]
-    assert [d is not None for d in gan.recon_decoders] == [r >= 16 for r in res]
-    assert any(d is not None for d in gan.recon_decoders)
+    assert sorted(gan.recon_decoders) == sorted(gan.recon_models) == [k for k, r in enumerate(res) if r >= 16]
+    assert gan.recon_decoders
     rng = np.random.default_rng(3)
     smooth = tf.image.resize(rng.normal(0, 0.7, (BATCH, 4, 4, 3)).astype("float32"), [32, 32])
     real = tf.tanh(smooth)                         # lesion-like: what a small decoder can learn to copy
     pyr = gan.real_pyramid(real) if scheme != "dcgan" else [real]
-    for k, dec in enumerate(gan.recon_decoders):
-        if dec is None:
-            continue
+    for k, dec in gan.recon_decoders.items():
         assert "recon_decoder_%d" % k in gan.checkpoint_items()
         assert all(any(v is w for w in gan.d_variables) for v in dec.trainable_variables)
         x = pyr[k]

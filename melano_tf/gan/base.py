@@ -87,21 +87,20 @@ class GAN(keras.Model):
     def build_discriminators(self) -> list[keras.Model]:
         raise NotImplementedError
 
-    def build_recon(self) -> tuple[list, list]:
-        """``--d_recon_weight > 0``: per discriminator with an 8x8 feature map, a model sharing its
-        layers that also returns those features, and a decoder of them (:func:`networks.recon_decoder`,
-        to ``min(32, resolution)`` px); ``None`` for a D without one (under 16 px) and when off."""
-        models, decoders = [], []
+    def build_recon(self) -> tuple[dict, dict]:
+        """``--d_recon_weight > 0``: for every level whose discriminator has an 8x8 feature map (16 px
+        and up), a model sharing its layers that also returns those features, and a decoder of them
+        (:func:`networks.recon_decoder`, to ``min(32, resolution)`` px); both keyed by level, empty when off."""
+        models, decoders = {}, {}
+        if self.config.d_recon_weight <= 0:
+            return models, decoders
         for k, d in enumerate(self.discriminators):
-            names = {layer.name for layer in d.layers}
-            if self.config.d_recon_weight <= 0 or networks.RECON_FEATURES not in names:
-                models.append(None)
-                decoders.append(None)
+            if networks.RECON_FEATURES not in {layer.name for layer in d.layers}:
                 continue
             feats = d.get_layer(networks.RECON_FEATURES).output
-            models.append(keras.Model(d.inputs, [d.outputs[0], feats], name=f"{d.name}_with_features"))
-            decoders.append(networks.recon_decoder(int(feats.shape[-1]), min(32, int(d.inputs[0].shape[1])),
-                                                   name=f"recon_decoder_{k}"))
+            models[k] = keras.Model(d.inputs, [d.outputs[0], feats], name=f"{d.name}_with_features")
+            decoders[k] = networks.recon_decoder(int(feats.shape[-1]), min(32, int(d.inputs[0].shape[1])),
+                                                 name=f"recon_decoder_{k}")
         return models, decoders
 
     def generate(self, generators, z, labels=None, training=False, seed=None) -> list[tf.Tensor]:
@@ -133,7 +132,7 @@ class GAN(keras.Model):
     @property
     def d_variables(self):
         return ([v for d in self.discriminators for v in d.trainable_variables]
-                + [v for d in self.recon_decoders if d is not None for v in d.trainable_variables])
+                + [v for d in self.recon_decoders.values() for v in d.trainable_variables])
 
     @property
     def level_resolutions(self) -> list[int]:
@@ -228,7 +227,7 @@ class GAN(keras.Model):
     def d_terms(self, level, real, fake, cond_real, cond_fake, labels, salt):
         """Per-example discriminator loss of one level, with its R1 / GP penalty, the
         self-supervised reconstruction term (``--d_recon_weight``), and statistics."""
-        recon = self.recon_decoders[level] is not None
+        recon = level in self.recon_decoders
         stats = {}
         if recon:
             real_logits, features, seen = self.discriminate(level, real, cond_real, labels, salt, features=True)
@@ -386,9 +385,8 @@ class GAN(keras.Model):
             items[f"generator_{i}"] = g
             items[f"ema_generator_{i}"] = e
             items[f"discriminator_{i}"] = d
-        for i, d in enumerate(self.recon_decoders):
-            if d is not None:
-                items[f"recon_decoder_{i}"] = d
+        for i, d in self.recon_decoders.items():
+            items[f"recon_decoder_{i}"] = d
         if self.augmenter.probability is not None:
             items["ada_probability"] = self.augmenter.probability
         return items

@@ -59,7 +59,7 @@ def loss_scale(optimizer):
 
 def finite_weights(gan) -> bool:
     # All weights, also BN moving statistics, the EMA generators (samples, export) and optimizer slots.
-    models = gan.generators + gan.discriminators + gan.ema_generators + [d for d in gan.recon_decoders if d is not None]
+    models = gan.generators + gan.discriminators + gan.ema_generators + list(gan.recon_decoders.values())
     variables = [v for m in models for v in m.weights] + gan.g_optimizer.variables + gan.d_optimizer.variables
     return all(bool(np.isfinite(np.asarray(v)).all()) for v in variables)
 
