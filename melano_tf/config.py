@@ -19,7 +19,7 @@ CROPS = ("center", "trim_black")
 UPSAMPLES = ("transpose", "resize")
 EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
-LEVEL_RESIDUALS = ("free", "band")
+LEVEL_RESIDUALS = ("free", "band", "none")
 D_INITS = ("dcgan", "he")
 G_PADDINGS = ("zero", "reflect")
 D_BAND_LEVELS = ("all", "fine")
@@ -80,7 +80,7 @@ class TrainConfig:
     level_weights: tuple[float, ...] = ()   # mod: generator loss weight per level, coarse..fine
     condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
     level_inputs: str = "image"   # mod: finer level generators see the coarse image, or also its features
-    level_residual: str = "free"  # pyramids: a finer level adds G_k's output (free) or only its finest band
+    level_residual: str = "free"  # pyramids: a finer level adds G_k's output (free), only its finest band, or draws tanh(G_k) (none)
     pyramid_mode: str = "binomial"
     g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper) or resize + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)

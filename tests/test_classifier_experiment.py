@@ -182,7 +182,7 @@ def test_every_gan_recipe_flag_reaches_the_generators_config():
     assert base.seed == 3 and base.data.data_dir == "d" and base.conditional
     for key, (field, _) in xconf.GAN_FLAGS.items():
         old = getattr(xconf.GAN_RECIPE, field)
-        new = {"scheme": "dcgan", "loss": "hinge", "g_upsample": "transpose", "augment": "none",
+        new = {"scheme": "mod" if old == "dcgan" else "dcgan", "loss": "hinge", "g_upsample": "transpose", "augment": "none",
                "augment_policy": "cutout"}.get(key, old + 1 if isinstance(old, (int, float)) else old)
         assert new != old, key
         got = xconf.gan_config(xconf.ExperimentConfig(gan=xconf.gan_recipe(**{key: new})), "d", 3)

@@ -369,6 +369,35 @@ def test_level_residual_band_adds_only_detail(scheme):
     assert cfg.structural_differences(tiny(scheme), tiny(scheme, level_residual="band"))
 
 
+@pytest.mark.parametrize("scheme", ["mod", "lapgan"])
+def test_level_residual_none_draws_the_whole_image(scheme):
+    """--level_residual=none: I_k = tanh(h), whatever the upsampled coarse image (which the level
+    generator still receives as an input); the coarse image is returned as the condition. Training
+    steps run and stay finite; DCGAN refuses it; the choice is structural."""
+    h = tf.random.stateless_normal([2, 32, 32, 3], [3, 4])   # level 1 of tiny(): 16 -> 32 px
+    seen = []
+
+    def level(inputs, training):
+        seen.append(inputs[0])
+        return h
+    gan, _ = build(scheme, level_residual="none")
+    for coarse in (tf.zeros([2, 16, 16, 3]), tf.fill([2, 16, 16, 3], 0.7)):
+        image, up, _ = gan.refine(level, 1, coarse, None, False, keys=None)
+        np.testing.assert_allclose(image.numpy(), np.tanh(h.numpy()), atol=1e-6)
+        np.testing.assert_allclose(up.numpy(), seen[-1].numpy())        # the input is u(coarse)
+    np.testing.assert_allclose(seen[1].numpy()[:, 4:-4, 4:-4], 0.7, atol=1e-5)
+    gan, strategy = build(scheme, level_residual="none")
+    step, it = loop.make_step_fn(gan, strategy), batches(strategy, steps=2)
+    for _ in range(2):
+        assert_finite(step(next(it)))
+    z = tf.random.stateless_normal([3, gan.latent_dim], [5, 6])
+    out = gan.sample(z).numpy()
+    assert out.shape[1] == gan.pyramid_resolutions[-1] and np.abs(out).max() <= 1.0
+    with pytest.raises(UserError, match="--level_residual=none: DCGAN"):
+        tiny("dcgan", level_residual="none")
+    assert cfg.structural_differences(tiny(scheme), tiny(scheme, level_residual="none"))
+
+
 @pytest.mark.parametrize("kw,flag", [({"scheme": "lapgan"}, "--scheme=lapgan"),
                                      ({"scheme": "dcgan"}, "--scheme=dcgan"),
                                      ({"scheme": "mod", "condition_on": "real"}, "--condition_on=real")])

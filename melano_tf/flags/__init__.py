@@ -102,7 +102,9 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("level_residual", d.level_residual, list(cfg.LEVEL_RESIDUALS),
                       "Pyramid schemes: a finer level adds its generator's output to the upsampled coarser image "
                       "(free, the paper's), or only that output's finest Laplacian band h - u(d(h)) (band), so the "
-                      "finer level adds detail and leaves the coarser level's image as its own coarse version.")
+                      "finer level adds detail and leaves the coarser level's image as its own coarse version, or "
+                      "draws the whole image tanh(h) with the coarser image as an input only (none, as DCGAN's "
+                      "last layer).")
     flags.DEFINE_list("cond_transition", [str(v) for v in d.cond_transition],
                       "--conditional: START,END steps over which the class conditioning of G and D's projection "
                       "is ramped in linearly from 0 (unconditional) to 1 (Shahbazi et al. 2022, against the mode "

@@ -102,7 +102,10 @@ class LAPGAN(GAN):
 
         ``--level_residual=band``: I_k = u(coarse) + (h - u(d(h))) with h = G_k(...): the residual is
         projected onto the finest Laplacian band (what a real level adds, Denton et al. 2015), so
-        d(I_k) ~ d(u(coarse)) and a finer level cannot shift the colour or shape its coarser level drew."""
+        d(I_k) ~ d(u(coarse)) and a finer level cannot shift the colour or shape its coarser level drew.
+        ``--level_residual=none``: I_k = tanh(h): the level draws the whole image from its inputs, the
+        coarse image being one of them, not the base it must sharpen (as DCGAN's last layer decodes its
+        features; a residual on a blurred upsample tends to overshoot at edges: light rims)."""
         up = pyramid.upsample(tf.cast(coarse, tf.float32), self.config.pyramid_mode)
         inputs = [up] + ([features] if features is not None else [])
         inputs.append(self.level_noise(tf.shape(coarse)[0], k, keys, salt))
@@ -110,6 +113,8 @@ class LAPGAN(GAN):
             inputs.append(labels)
         residual, features = _image_and_features(generator(inputs, training=training))
         residual = tf.cast(residual, tf.float32)
+        if self.config.level_residual == "none":
+            return tf.tanh(residual), up, features
         if self.config.level_residual == "band":
             residual = pyramid.build_laplacian(residual, 2, self.config.pyramid_mode)[0]
         return up + residual, up, features
