@@ -240,10 +240,19 @@ class TrainConfig:
         return cls(data=data, **kw)
 
 
+#: Structural fields that only the pyramid schemes read: DCGAN builds the same networks whatever they hold.
+PYRAMID_ONLY = ("level_filters", "level_blocks", "num_levels", "base_resolution", "pyramid_mode", "level_inputs",
+                "d_band_levels")
+
+
 def structural_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
-    """Human-readable list of structural fields that differ between two configs."""
+    """Human-readable list of structural fields that differ between two configs (for two DCGAN
+    configs, not the pyramid-only ones: a DCGAN run resumes whatever they hold)."""
     diffs = []
+    dcgan = saved.scheme == new.scheme == "dcgan"
     for name in STRUCTURAL:
+        if dcgan and name in PYRAMID_ONLY:
+            continue
         a, b = getattr(saved, name), getattr(new, name)
         if a != b:
             diffs.append(f"{name}: saved {a!r}, now {b!r}")

@@ -109,6 +109,12 @@ def test_run_folder(run):
         saved = cfg.TrainConfig.from_dict(json.load(f))
     assert saved == dataclasses.replace(conf, num_classes=0)
     assert cfg.structural_differences(saved, conf) == []
+    pyramid = dict(num_levels=saved.num_levels + 1, level_filters=7, level_inputs="features", pyramid_mode="bilinear")
+    assert len(cfg.structural_differences(saved, dataclasses.replace(conf, **pyramid))) == 4   # mod reads them
+    as_dcgan = dataclasses.replace(saved, scheme="dcgan")      # DCGAN does not: its runs resume
+    assert cfg.structural_differences(as_dcgan, dataclasses.replace(as_dcgan, **pyramid)) == []
+    assert cfg.structural_differences(as_dcgan, dataclasses.replace(as_dcgan, base_filters=9)) == [
+        f"base_filters: saved {saved.base_filters}, now 9"]
     # checkpoints every 2 steps and at the end
     assert os.path.basename(tf.train.latest_checkpoint(os.path.join(d, "checkpoints"))) == "ckpt-3"
     assert os.path.exists(os.path.join(d, "checkpoints", "ckpt-2.index"))

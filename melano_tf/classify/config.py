@@ -43,6 +43,7 @@ class ClassifierConfig:
     batch_size: int = 32
     train_steps: int = 600
     learning_rate: float = 1e-3
+    precise_bn_batches: int = 50         # BN statistics of the final weights from this many batches (0: EMA)
     flip_augment: bool = True
     seed: int = 0
     log_every: int = 100
@@ -63,6 +64,8 @@ class ClassifierConfig:
         for name in ("batch_size", "train_steps", "width", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)}: must be >= 1")
+        if self.precise_bn_batches < 0:
+            raise UserError(f"--precise_bn_batches={self.precise_bn_batches}: must be >= 0 (0: keep the moving averages)")
         if self.num_synthetic < 0:
             raise UserError(f"--num_synthetic={self.num_synthetic}: must be >= 0")
         if self.imbalance < 0:

@@ -10,6 +10,9 @@ Run folder (``model_dir``)::
     model.weights.h5         trained weights
     saved_model/             the classifier SavedModel (see ``melano_tf.classify.export``)
 
+After training, BatchNorm's moving statistics are recomputed for the final weights over
+``precise_bn_batches`` training batches (:func:`precise_bn`).
+
 Optimisation: Adam with cosine decay ``lr_t = lr_0 (1 + cos(pi t / T)) / 2`` over T =
 ``train_steps``; loss ``-(1/B) sum_i w_{y_i} log p_{y_i}(x_i)`` (sparse categorical
 cross-entropy; ``w = 1`` except in the ``class_weights`` regime); float32
@@ -99,7 +102,47 @@ def fit(config: ClassifierConfig, ts: cdata.TrainingSet, num_classes: int, say=c
         raise UserError(f"--batch_size={config.batch_size}: the training set has only {len(ts)} images")
     model.fit(ds, epochs=1, steps_per_epoch=config.train_steps, verbose=0, shuffle=False,
               callbacks=[_Progress(config.log_every, config.train_steps, say).callback])
+    precise_bn(model, ds, config.precise_bn_batches)
     return model
+
+
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested models included (keras.applications)."""
+    import keras
+    found, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(getattr(layer, "layers", []))
+    return found
+
+
+def precise_bn(model, ds, num_batches: int) -> int:
+    """Replace every BN layer's moving statistics by those of the *final* weights ("precise BN",
+    Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", sec. 3): the equal-weight average of the
+    per-batch mean and variance over ``num_batches`` training batches, ``mu = (1/n) sum_i mu_i``.
+
+    Keras keeps an EMA, ``mu <- 0.99 mu + 0.01 mu_batch``: after T steps it still weighs its
+    initial values (0 and 1) by 0.99^T (13% after 200 steps) and mixes in statistics of earlier
+    weights, so in inference mode a short run's network is not the one it trained (seen here as
+    runs whose test ROC AUC fell below 0.5). Implemented with Keras' own update: the i-th batch
+    (from 0) runs in training mode with momentum i / (i + 1). Returns the batches used (0: off)."""
+    layers = batch_norm_layers(model)
+    if num_batches <= 0 or not layers:
+        return 0
+    saved = [layer.momentum for layer in layers]
+    used = 0
+    try:
+        for i, batch in enumerate(ds.take(num_batches)):
+            for layer in layers:
+                layer.momentum = i / (i + 1)
+            model(batch[0], training=True)
+            used = i + 1
+    finally:
+        for layer, m in zip(layers, saved):
+            layer.momentum = m
+    return used
 
 
 def predict(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -41,6 +41,9 @@ def define_classifier_flags(**defaults) -> None:
     flags.DEFINE_integer("synthetic_seed", d.synthetic_seed, "Seed of the generator's sample signature.")
     flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate (cosine decay to 0).")
     flags.DEFINE_boolean("flip_augment", d.flip_augment, "Random flips / 90-degree rotations.")
+    flags.DEFINE_integer("precise_bn_batches", d.precise_bn_batches, "After training, recompute BatchNorm's "
+                         "statistics for the final weights over this many training batches (precise BN); 0 keeps "
+                         "the moving averages, which after a short run still hold their initial values.")
     flags.DEFINE_boolean("export", dflt["export"], "Write the classifier SavedModel to --model_dir/saved_model.")
     flags.DEFINE_string("export_base", None, "Also publish into this TF Serving layout "
                         "(EXPORT_BASE/<name>/<version>/) and rewrite EXPORT_BASE/models.config.")
@@ -61,6 +64,7 @@ def classifier_config():
         width=FLAGS.width, dropout=FLAGS.dropout, imbalance=FLAGS.imbalance, synthetic=FLAGS.synthetic or None,
         num_synthetic=FLAGS.num_synthetic, synthetic_seed=FLAGS.synthetic_seed, batch_size=FLAGS.batch_size,
         train_steps=FLAGS.train_steps, learning_rate=FLAGS.learning_rate, flip_augment=FLAGS.flip_augment,
+        precise_bn_batches=FLAGS.precise_bn_batches,
         seed=FLAGS.seed, log_every=FLAGS.log_every, export=FLAGS.export, export_base=FLAGS.export_base or None,
         serving_name=FLAGS.serving_name)
     conf.validate()
