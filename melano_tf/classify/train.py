@@ -126,19 +126,30 @@ def precise_bn(model, ds, num_batches: int) -> int:
     Keras keeps an EMA, ``mu <- 0.99 mu + 0.01 mu_batch``: after T steps it still weighs its
     initial values (0 and 1) by 0.99^T (13% after 200 steps) and mixes in statistics of earlier
     weights, so in inference mode a short run's network is not the one it trained (seen here as
-    runs whose test ROC AUC fell below 0.5). Implemented with Keras' own update: the i-th batch
-    (from 0) runs in training mode with momentum i / (i + 1). Returns the batches used (0: off)."""
+    runs whose test ROC AUC fell below 0.5). Implemented with Keras' own update at momentum 0 (the
+    moving statistics become the batch's), one compiled forward pass in training mode per batch,
+    averaged here. Returns the batches used (0: off)."""
+    import tensorflow as tf
     layers = batch_norm_layers(model)
     if num_batches <= 0 or not layers:
         return 0
     saved = [layer.momentum for layer in layers]
+    sums = [[np.zeros(layer.moving_mean.shape, np.float64), np.zeros(layer.moving_variance.shape, np.float64)]
+            for layer in layers]
     used = 0
     try:
-        for i, batch in enumerate(ds.take(num_batches)):
-            for layer in layers:
-                layer.momentum = i / (i + 1)
-            model(batch[0], training=True)
-            used = i + 1
+        for layer in layers:
+            layer.momentum = 0.0                    # read when traced: moving stats = the batch's
+        forward = tf.function(lambda x: model(x, training=True))
+        for batch in ds.take(num_batches):
+            forward(batch[0])
+            for acc, layer in zip(sums, layers):
+                acc[0] += np.asarray(layer.moving_mean, np.float64)
+                acc[1] += np.asarray(layer.moving_variance, np.float64)
+            used += 1
+        for acc, layer in zip(sums, layers if used else []):
+            layer.moving_mean.assign((acc[0] / max(used, 1)).astype(layer.moving_mean.dtype))
+            layer.moving_variance.assign((acc[1] / max(used, 1)).astype(layer.moving_variance.dtype))
     finally:
         for layer, m in zip(layers, saved):
             layer.momentum = m
