@@ -148,8 +148,8 @@ def precise_bn(model, ds, num_batches: int) -> int:
                 acc[1] += np.asarray(layer.moving_variance, np.float64)
             used += 1
         for acc, layer in zip(sums, layers if used else []):
-            layer.moving_mean.assign((acc[0] / max(used, 1)).astype(layer.moving_mean.dtype))
-            layer.moving_variance.assign((acc[1] / max(used, 1)).astype(layer.moving_variance.dtype))
+            layer.moving_mean.assign((acc[0] / used).astype(layer.moving_mean.dtype))
+            layer.moving_variance.assign((acc[1] / used).astype(layer.moving_variance.dtype))
     finally:
         for layer, m in zip(layers, saved):
             layer.momentum = m
