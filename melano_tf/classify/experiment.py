@@ -6,7 +6,8 @@
    other images (seeded by ``data_seed``, so every regime and seed sees the same rare set).
    Validation and test keep their natural mix (validation chooses thresholds, test is held out).
 3. Generators, one per GAN seed (``gan_seeds``), trained with ``melano_tf.train.loop.train``
-   (``gan_config``: the quick start's recipe flags) on ``gan_data``:
+   (``gan_config``: ``GAN_RECIPE``, DCGAN with configs/quickstart_dcgan.cfg's recipe, and the
+   ``--gan_*`` flags) on ``gan_data``:
 
    * ``all_conditional`` (default): *every* rare-training-split lesion, class-conditional
      (projection discriminator); melanoma are drawn by label;

@@ -147,9 +147,10 @@ def precise_bn(model, ds, num_batches: int) -> int:
                 acc[0] += np.asarray(layer.moving_mean, np.float64)
                 acc[1] += np.asarray(layer.moving_variance, np.float64)
             used += 1
-        for acc, layer in zip(sums, layers if used else []):
-            layer.moving_mean.assign((acc[0] / used).astype(layer.moving_mean.dtype))
-            layer.moving_variance.assign((acc[1] / used).astype(layer.moving_variance.dtype))
+        if used:                                    # an empty dataset leaves the moving averages
+            for acc, layer in zip(sums, layers):
+                layer.moving_mean.assign((acc[0] / used).astype(layer.moving_mean.dtype))
+                layer.moving_variance.assign((acc[1] / used).astype(layer.moving_variance.dtype))
     finally:
         for layer, m in zip(layers, saved):
             layer.momentum = m
