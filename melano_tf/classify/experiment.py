@@ -63,13 +63,8 @@ from melano_tf.errors import UserError
 FILTER_SEED_OFFSET = 10_000
 
 
-def set_deterministic(threads: int = 1) -> None:
+def set_deterministic(threads: int = 2) -> None:
     """TensorFlow op determinism and fixed thread counts (inter-op 1, intra-op ``threads``).
-
-    One intra-op thread by default: op determinism does not reach into oneDNN, whose kernels may
-    reduce partial sums across threads in a run-dependent order on some CPUs (two 2-thread runs of
-    the CI test differed in the 4th digit of a threshold on a CI machine, never on our Xeon); with
-    one thread there is no such order. Costs ~1.35x wall time against 2 threads here.
 
     The thread counts can only be set before the TF runtime starts; later they are left as they
     are (with a note when they differ). Data order is seeded everywhere already (classifier:

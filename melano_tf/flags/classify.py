@@ -101,9 +101,7 @@ def define_experiment_flags() -> None:
     flags.DEFINE_boolean("deterministic", e.deterministic, "TensorFlow op determinism, fixed thread counts "
                          "(inter-op 1, intra-op --deterministic_threads), seeded data order: the same command "
                          "writes the same results.json (slower).")
-    flags.DEFINE_integer("deterministic_threads", e.deterministic_threads, "Intra-op threads with --deterministic. "
-                         "1 (default) is reproducible on any CPU; 2 is ~1.35x faster and reproduced on our "
-                         "AVX-512 Xeon, but oneDNN may reduce across threads in a varying order elsewhere.")
+    flags.DEFINE_integer("deterministic_threads", e.deterministic_threads, "Intra-op threads with --deterministic.")
 
 
 def experiment_config():
