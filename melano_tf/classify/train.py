@@ -102,11 +102,12 @@ def fit(config: ClassifierConfig, ts: cdata.TrainingSet, num_classes: int, say=c
         raise UserError(f"--batch_size={config.batch_size}: the training set has only {len(ts)} images")
     model.fit(ds, epochs=1, steps_per_epoch=config.train_steps, verbose=0, shuffle=False,
               callbacks=[_Progress(config.log_every, config.train_steps, say).callback])
-    # A fresh pipeline: the first one's shuffle shares its reshuffle seed generator with every
-    # iterator made from it, and fit's iterator, prefetching ahead, may or may not have started
-    # another epoch by now (a race: the same command gave different BN statistics in CI).
-    fresh = cdata.train_dataset(ts, config.batch_size, config.seed, config.flip_augment)
-    precise_bn(model, fresh, config.precise_bn_batches)
+    if config.precise_bn_batches:
+        # A fresh pipeline: the first one's shuffle shares its reshuffle seed generator with every
+        # iterator made from it, and fit's iterator, prefetching ahead, may or may not have started
+        # another epoch by now (a race: the same command gave different BN statistics in CI).
+        fresh = cdata.train_dataset(ts, config.batch_size, config.seed, config.flip_augment)
+        precise_bn(model, fresh, config.precise_bn_batches)
     return model
 
 
