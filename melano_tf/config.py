@@ -16,9 +16,10 @@ LOSSES = ("nonsaturating", "hinge", "wgan")
 PYRAMID_MODES = ("binomial", "bilinear")
 CONDITIONINGS = ("real", "generated")
 CROPS = ("center", "trim_black")
-UPSAMPLES = ("transpose", "resize")
+UPSAMPLES = ("transpose", "resize", "bilinear")
 EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
+FEATURES_UP = ("bilinear", "nearest")
 LEVEL_RESIDUALS = ("free", "band", "none")
 D_INITS = ("dcgan", "he")
 G_PADDINGS = ("zero", "reflect")
@@ -31,7 +32,7 @@ STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
     "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
-    "d_band_channels", "level_residual", "d_recon_weight",
+    "d_band_channels", "level_residual", "d_recon_weight", "level_features_up",
 )
 
 
@@ -80,9 +81,10 @@ class TrainConfig:
     level_weights: tuple[float, ...] = ()   # mod: generator loss weight per level, coarse..fine
     condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
     level_inputs: str = "image"   # mod: finer level generators see the coarse image, or also its features
+    level_features_up: str = "bilinear"  # mod with level_inputs=features: how those features are doubled
     level_residual: str = "free"  # pyramids: a finer level adds G_k's output (free), only its finest band, or draws tanh(G_k) (none)
     pyramid_mode: str = "binomial"
-    g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper) or resize + 3x3 conv
+    g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper), or nearest/bilinear x2 + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
     d_band_scale: float = 0.0     # every D also sees the image's finest Laplacian band times this (0: off)
@@ -152,6 +154,7 @@ class TrainConfig:
             ("loss", self.loss, LOSSES), ("pyramid_mode", self.pyramid_mode, PYRAMID_MODES),
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
             ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
+            ("level_features_up", self.level_features_up, FEATURES_UP),
             ("level_residual", self.level_residual, LEVEL_RESIDUALS),
             ("d_init", self.d_init, D_INITS), ("g_padding", self.g_padding, G_PADDINGS),
             ("d_band_levels", self.d_band_levels, D_BAND_LEVELS),
@@ -194,13 +197,16 @@ class TrainConfig:
                 raise UserError("--cond_transition ramps the class conditioning in: it needs --conditional")
         if not 0.0 <= self.noise_init <= 1.0:
             raise UserError(f"--noise_init={self.noise_init}: must be in [0, 1] (a strength per feature channel)")
-        if self.g_padding == "reflect" and self.g_upsample != "resize":
-            raise UserError("--g_padding=reflect needs --g_upsample=resize (a transposed conv has no input "
+        if self.g_padding == "reflect" and self.g_upsample == "transpose":
+            raise UserError("--g_padding=reflect needs --g_upsample=resize or bilinear (a transposed conv has no input "
                             "border to mirror)")
         if self.level_inputs == "features" and (self.scheme != "mod" or self.condition_on != "generated"):
             raise UserError(f"--level_inputs=features needs --scheme=mod --condition_on=generated (got "
                             f"--scheme={self.scheme} --condition_on={self.condition_on}): only a generated "
                             "coarse image has generator features to pass on")
+        if self.level_features_up != "bilinear" and self.level_inputs != "features":
+            raise UserError(f"--level_features_up={self.level_features_up} needs --level_inputs=features (it "
+                            "resamples the coarser generator's features a finer level reads)")
         if self.eval_every < 0 or self.eval_samples < 4:
             raise UserError(f"--eval_every={self.eval_every} --eval_samples={self.eval_samples}: need >= 0 and >= 4")
         if self.best_metric not in ("kid", "swd"):
@@ -242,7 +248,7 @@ class TrainConfig:
 
 #: Structural fields that only the pyramid schemes read: DCGAN builds the same networks whatever they hold.
 PYRAMID_ONLY = ("level_filters", "level_blocks", "num_levels", "base_resolution", "pyramid_mode", "level_inputs",
-                "d_band_levels")
+                "d_band_levels", "level_features_up")
 
 
 def structural_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:

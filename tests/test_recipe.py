@@ -141,7 +141,8 @@ def test_recipe_options_build_and_train_every_scheme():
 def test_recipe_flags_are_validated():
     for bad in (dict(g_upsample="bicubic"), dict(mbstd_group=-1), dict(r1_every=0),
                 dict(ema_halflife_images=-5), dict(augment_policy="color,zoom"), dict(ema_bn="average"),
-                dict(g_padding="mirror"), dict(g_padding="reflect", g_upsample="transpose")):
+                dict(g_padding="mirror"), dict(g_padding="reflect", g_upsample="transpose"),
+                dict(level_features_up="bicubic"), dict(level_features_up="nearest")):   # the last: no features
         with pytest.raises(UserError):
             cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="dcgan", **bad).validate()
 
@@ -158,3 +159,49 @@ def test_band_levels_fine_leaves_the_coarsest_discriminator_plain():
     assert reads_band(_build("dcgan", d_band_scale=4.0, d_band_levels="fine")[0]) == [True]
     with pytest.raises(UserError, match="--d_band_levels=coarse"):
         cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="mod", d_band_levels="coarse").validate()
+
+
+@pytest.mark.parametrize("mode", ["resize", "bilinear"])
+def test_upsample_modes_repeat_or_interpolate_pixels(mode):
+    """``resize`` repeats each pixel into a 2x2 block; ``bilinear`` interpolates between pixels
+    (tf.image's half-pixel bilinear), so no 2x2 block is left for the following conv to undo."""
+    x = tf.constant(np.random.default_rng(0).normal(size=[2, 4, 4, 3]).astype(np.float32))
+    inp = keras.Input((4, 4, 3))
+    out = layers.upsample_block(inp, 5, mode, "up")
+    model = keras.Model(inp, out)
+    up = np.asarray(model.get_layer("up_resize")(x))
+    assert up.shape == (2, 8, 8, 3)
+    blocks = np.allclose(up[:, 0::2], up[:, 1::2]) and np.allclose(up[:, :, 0::2], up[:, :, 1::2])
+    if mode == "resize":
+        assert blocks
+        np.testing.assert_allclose(up[:, ::2, ::2], x)
+    else:
+        assert not blocks
+        np.testing.assert_allclose(up, tf.image.resize(x, [8, 8], "bilinear"), atol=1e-5)
+    assert model(x).shape == (2, 8, 8, 5)
+
+
+def test_bilinear_generator_has_no_transposed_conv():
+    gan, _ = _build("dcgan", g_upsample="bilinear")
+    g = gan.generators[0]
+    ups = [layer for layer in g.layers if layer.name.endswith("_resize")]
+    assert ups and all(layer.interpolation == "bilinear" for layer in ups)
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in g.layers)
+    assert g(tf.zeros([2, LATENT])).shape[1:] == (RES, RES, 3)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_level_features_up_repeats_or_interpolates_the_coarse_features(mode):
+    """mod with --level_inputs=features: the finer level reads the coarser generator's last feature
+    maps doubled as ``--level_features_up`` says (nearest: every 2x2 block one coarse pixel)."""
+    gan, _ = _build("mod", level_inputs="features", condition_on="generated", level_features_up=mode)
+    fine = gan.generators[1]
+    up = fine.get_layer("features_up")
+    assert up.interpolation == mode
+    channels = int(gan.generators[0].outputs[1].shape[-1])
+    f = tf.constant(np.random.default_rng(1).normal(size=[2, RES // 2, RES // 2, channels]).astype(np.float32))
+    u = np.asarray(up(f))
+    blocks = np.allclose(u[:, 0::2], u[:, 1::2]) and np.allclose(u[:, :, 0::2], u[:, :, 1::2])
+    assert blocks == (mode == "nearest")
+    images = np.asarray(gan.sample(tf.zeros([2, LATENT]), seed=3))
+    assert images.shape == (2, RES, RES, 3) and np.isfinite(images).all()

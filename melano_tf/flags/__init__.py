@@ -99,6 +99,10 @@ def define_train_flags() -> None:
                       "mod: each finer level generator sees the upsampled coarse image (image), or also the "
                       "coarser generator's last feature maps, with per-block noise whose strength is learned "
                       "from zero (features; StyleGAN2's skip generator / MSG-GAN).")
+    flags.DEFINE_enum("level_features_up", d.level_features_up, list(cfg.FEATURES_UP),
+                      "mod with --level_inputs=features: the coarser generator's features are doubled for the "
+                      "finer level by bilinear interpolation, or by repeating pixels (nearest, as --g_upsample=resize "
+                      "doubles them inside a generator).")
     flags.DEFINE_enum("level_residual", d.level_residual, list(cfg.LEVEL_RESIDUALS),
                       "Pyramid schemes: a finer level adds its generator's output to the upsampled coarser image "
                       "(free, the paper's), or only that output's finest Laplacian band h - u(d(h)) (band), so the "
@@ -114,7 +118,8 @@ def define_train_flags() -> None:
                        "after every level-generator block (StyleGAN's is 0; the strength is learned either way).")
     flags.DEFINE_enum("pyramid_mode", d.pyramid_mode, list(cfg.PYRAMID_MODES), "Pyramid up/down operators.")
     flags.DEFINE_enum("g_upsample", d.g_upsample, list(cfg.UPSAMPLES),
-                      "Generator doubling: 4x4 stride-2 transposed conv (paper) or nearest resize + 3x3 conv.")
+                      "Generator doubling: 4x4 stride-2 transposed conv (paper), or a nearest (resize) or "
+                      "bilinear x2 resize + 3x3 conv.")
     flags.DEFINE_enum("g_padding", d.g_padding, list(cfg.G_PADDINGS),
                       "Generator 3x3 convs: zero padding (Keras 'same', the paper's) or reflect padding "
                       "(mirrored border pixels: no dark/light frame to unlearn at the image border).")

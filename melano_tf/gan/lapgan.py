@@ -54,7 +54,7 @@ class LAPGAN(GAN):
             gens.append(networks.lapgan_level_generator(
                 r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.noise_channels,
                 num_classes=self.num_classes, feature_channels=channels, padding=c.g_padding, noise_init=c.noise_init,
-                name=f"generator_level_{k}"))
+                features_up=c.level_features_up, name=f"generator_level_{k}"))
         return gens
 
     def build_discriminators(self):

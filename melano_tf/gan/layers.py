@@ -209,15 +209,17 @@ def mbstd(h, group_size: int):
 
 
 def upsample_block(h, filters: int, upsample: str, name: str, padding: str = "zero"):
-    """One doubling: ``Conv2DTranspose(F, 4, strides=2)`` (DCGAN) or nearest x2 + ``Conv2D(F, 3)``
-    (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts": no uneven kernel overlap),
-    padded as :func:`g_conv`."""
+    """One doubling: ``Conv2DTranspose(F, 4, strides=2)`` (DCGAN), or a x2 resize + ``Conv2D(F, 3)``
+    padded as :func:`g_conv` (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts": no
+    uneven kernel overlap): ``resize`` repeats pixels (nearest, ProGAN), ``bilinear`` interpolates
+    them (a low-pass before the conv, as StyleGAN's filtered upsampling: no 2x2 blocks to undo)."""
     if upsample == "transpose":
         return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False,
                                             kernel_initializer=dcgan_init(), name=name)(h)
-    if upsample != "resize":
-        raise UserError(f"--g_upsample={upsample}: choose one of transpose, resize")
-    h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(h)
+    if upsample not in ("resize", "bilinear"):
+        raise UserError(f"--g_upsample={upsample}: choose one of transpose, resize, bilinear")
+    interpolation = "nearest" if upsample == "resize" else "bilinear"
+    h = keras.layers.UpSampling2D(2, interpolation=interpolation, name=f"{name}_resize")(h)
     return g_conv(h, filters, padding, name, use_bias=False, kernel_initializer=dcgan_init())
 
 

@@ -159,6 +159,7 @@ def lapgan_level_generator(
     feature_channels: int = 0,
     padding: str = "zero",
     noise_init: float = 0.0,
+    features_up: str = "bilinear",
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level generator (Denton et al. 2015, sec. 3): residual ``h_k`` at ``R`` px.
@@ -170,8 +171,9 @@ def lapgan_level_generator(
     broadcast to R x R maps and concatenated with the inputs.
 
     ``feature_channels > 0`` (the modified LAPGAN's ``--level_inputs=features``): a third input,
-    the coarser generator's features (B, R/2, R/2, feature_channels), bilinearly upsampled and
-    concatenated with ``coarse_up``; the noise is not an input plane but injected after every
+    the coarser generator's features (B, R/2, R/2, feature_channels), upsampled (``features_up``:
+    bilinear, or nearest, which keeps the coarse generator's sharp steps: a level that has to sharpen
+    interpolated inputs overshoots into light rims) and concatenated with ``coarse_up``; the noise is not an input plane but injected after every
     block's BN with a learned strength, initially ``noise_init`` (StyleGAN: 0; :class:`NoiseInjection`,
     one of the ``noise_channels = num_blocks`` maps per block); outputs ``[residual, features]``. The level
     then knows where the coarse lesion's edges and structures are beyond its own receptive field,
@@ -187,7 +189,7 @@ def lapgan_level_generator(
     if feature_channels > 0:
         feats = keras.Input(shape=(resolution // 2, resolution // 2, feature_channels), name="features")
         inputs.append(feats)
-        parts.append(keras.layers.UpSampling2D(2, interpolation="bilinear", name="features_up")(feats))
+        parts.append(keras.layers.UpSampling2D(2, interpolation=features_up, name="features_up")(feats))
         if noise_channels != num_blocks:
             raise ValueError(f"feature levels inject one noise map per block: noise_channels={noise_channels}, "
                              f"num_blocks={num_blocks}")
