@@ -84,7 +84,7 @@ class TrainConfig:
     level_features_up: str = "bilinear"  # mod with level_inputs=features: how those features are doubled
     level_residual: str = "free"  # pyramids: a finer level adds G_k's output (free), only its finest band, or draws tanh(G_k) (none)
     pyramid_mode: str = "binomial"
-    g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper), or nearest/bilinear x2 + 3x3 conv
+    g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper), or x2 resize + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
     d_init: str = "dcgan"         # D weights: N(0, 0.02) (DCGAN) or He (fan-in) for D's leaky ReLUs
     d_band_scale: float = 0.0     # every D also sees the image's finest Laplacian band times this (0: off)
@@ -198,8 +198,8 @@ class TrainConfig:
         if not 0.0 <= self.noise_init <= 1.0:
             raise UserError(f"--noise_init={self.noise_init}: must be in [0, 1] (a strength per feature channel)")
         if self.g_padding == "reflect" and self.g_upsample == "transpose":
-            raise UserError("--g_padding=reflect needs --g_upsample=resize or bilinear (a transposed conv has no input "
-                            "border to mirror)")
+            raise UserError("--g_padding=reflect needs --g_upsample=resize or bilinear (a transposed conv has "
+                            "no input border to mirror)")
         if self.level_inputs == "features" and (self.scheme != "mod" or self.condition_on != "generated"):
             raise UserError(f"--level_inputs=features needs --scheme=mod --condition_on=generated (got "
                             f"--scheme={self.scheme} --condition_on={self.condition_on}): only a generated "

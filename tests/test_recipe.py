@@ -34,6 +34,11 @@ def _real(seed=0, batch=BATCH):
     return x, tf.zeros([batch], tf.int32)
 
 
+def _is_2x2_blocks(u) -> bool:
+    """Whether every 2x2 block of a doubled (B, H, W, C) map holds one repeated pixel."""
+    return np.allclose(u[:, 0::2], u[:, 1::2]) and np.allclose(u[:, :, 0::2], u[:, :, 1::2])
+
+
 def _train(gan, strategy, steps, batch=BATCH):
     step = loop.make_step_fn(gan, strategy)
     for i in range(steps):
@@ -171,12 +176,11 @@ def test_upsample_modes_repeat_or_interpolate_pixels(mode):
     model = keras.Model(inp, out)
     up = np.asarray(model.get_layer("up_resize")(x))
     assert up.shape == (2, 8, 8, 3)
-    blocks = np.allclose(up[:, 0::2], up[:, 1::2]) and np.allclose(up[:, :, 0::2], up[:, :, 1::2])
     if mode == "resize":
-        assert blocks
+        assert _is_2x2_blocks(up)
         np.testing.assert_allclose(up[:, ::2, ::2], x)
     else:
-        assert not blocks
+        assert not _is_2x2_blocks(up)
         np.testing.assert_allclose(up, tf.image.resize(x, [8, 8], "bilinear"), atol=1e-5)
     assert model(x).shape == (2, 8, 8, 5)
 
@@ -201,7 +205,6 @@ def test_level_features_up_repeats_or_interpolates_the_coarse_features(mode):
     channels = int(gan.generators[0].outputs[1].shape[-1])
     f = tf.constant(np.random.default_rng(1).normal(size=[2, RES // 2, RES // 2, channels]).astype(np.float32))
     u = np.asarray(up(f))
-    blocks = np.allclose(u[:, 0::2], u[:, 1::2]) and np.allclose(u[:, :, 0::2], u[:, :, 1::2])
-    assert blocks == (mode == "nearest")
+    assert _is_2x2_blocks(u) == (mode == "nearest")
     images = np.asarray(gan.sample(tf.zeros([2, LATENT]), seed=3))
     assert images.shape == (2, RES, RES, 3) and np.isfinite(images).all()
