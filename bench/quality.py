@@ -340,7 +340,8 @@ def table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         for k in ("msssim_real", "precision_real", "recall_real", "swd_floor", "class_share_real",
                   "class_gap_real_pts"):
-            ref.setdefault(k, [r[k] for r in rs if k in r])
+            if not ref.get(k):                 # the first row that has it (older rows may lack a column)
+                ref[k] = [r[k] for r in rs if k in r]
     notes = []
     if ref.get("swd_floor"):
         notes.append(f"real-vs-real: SWD floor x1e3 {np.mean(ref['swd_floor']):.1f}")
