@@ -136,8 +136,8 @@ class PhantomClassifier:
 
     SEED = 7919
 
-    def __init__(self, out_dir: str, cache_dir: str, epochs: int, num_images: int, seed: int = 0,
-                 precise_bn_batches: int = 60):
+    def __init__(self, out_dir: str, cache_dir: str, epochs: int, num_images: int, precise_bn_batches: int,
+                 seed: int = 0):
         import keras
         from melano_tf import fileio
         xv, yv = load_labelled(cache_dir, "validation")

@@ -82,7 +82,8 @@ class TrainConfig:
     condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
     level_inputs: str = "image"   # mod: finer level generators see the coarse image, or also its features
     level_features_up: str = "bilinear"  # mod with level_inputs=features: how those features are doubled
-    level_residual: str = "free"  # pyramids: a finer level adds G_k's output (free), only its finest band, or draws tanh(G_k) (none)
+    # pyramids: a finer level adds G_k's output (free), only its finest band, or draws tanh(G_k) (none)
+    level_residual: str = "free"
     pyramid_mode: str = "binomial"
     g_upsample: str = "transpose"   # generator doubling: 4x4/2 transposed conv (paper), or x2 resize + 3x3 conv
     mbstd_group: int = 0          # minibatch standard deviation group in every D (0: off, PGGAN: 4)
@@ -172,7 +173,8 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 raise UserError(f"--{name}={getattr(self, name)}: must be > 0")
         if self.scheme == "dcgan" and self.level_residual != "free":
-            raise UserError(f"--level_residual={self.level_residual}: DCGAN has no pyramid levels (use --scheme=mod or lapgan)")
+            raise UserError(f"--level_residual={self.level_residual}: DCGAN has no pyramid levels "
+                            "(use --scheme=mod or lapgan)")
         if self.scheme != "dcgan":
             if self.num_levels < 2:
                 raise UserError(f"--num_levels={self.num_levels}: a pyramid needs at least 2 levels")

@@ -20,7 +20,8 @@ DEFAULT_REGIMES = ("baseline", "class_weights", "oversample", "synthetic", "synt
 #: The generators' recipe: DCGAN with configs/quickstart_dcgan.cfg's recipe, 700 steps (for the
 #: default experiment's 45-minute budget), as a TrainConfig template (at equal CPU time DCGAN
 #: beats the modified LAPGAN on every quality column, BENCHMARKS.md "Quality", session 11;
-#: ``--gan_scheme=mod`` gives configs/quickstart.cfg's pyramid, 2 levels from half the resolution); ``gan_config`` sets the data, run folder, seed, conditioning, cadence.
+#: ``--gan_scheme=mod`` gives configs/quickstart.cfg's pyramid, 2 levels from half the resolution);
+#: ``gan_config`` sets the data, run folder, seed, conditioning, cadence.
 GAN_RECIPE = TrainConfig(
     scheme="dcgan", train_steps=700, batch_size=32, latent_dim=64, base_filters=256, min_filters=32,
     level_filters=32, level_blocks=2, num_levels=2, base_resolution=0, level_inputs="features", loss="nonsaturating",

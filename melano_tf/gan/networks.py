@@ -174,8 +174,9 @@ def lapgan_level_generator(
     the coarser generator's features (B, R/2, R/2, feature_channels), upsampled (``features_up``:
     bilinear, or nearest, which keeps the coarse generator's sharp steps for a level that would
     otherwise have to sharpen interpolated maps; a tie on the quality benchmark) and concatenated
-    with ``coarse_up``; the noise is not an input plane but injected after every block's BN with a learned strength, initially ``noise_init`` (StyleGAN: 0; :class:`NoiseInjection`,
-    one of the ``noise_channels = num_blocks`` maps per block); outputs ``[residual, features]``. The level
+    with ``coarse_up``; the noise is not an input plane but injected after every block's BN with
+    a learned strength, initially ``noise_init`` (StyleGAN: 0; :class:`NoiseInjection`, one of the
+    ``noise_channels = num_blocks`` maps per block); outputs ``[residual, features]``. The level
     then knows where the coarse lesion's edges and structures are beyond its own receptive field,
     as in StyleGAN2's skip generator and MSG-GAN (Karnewar & Wang 2020), which this reading of
     "one pyramid trained end to end" becomes.
