@@ -20,6 +20,7 @@ UPSAMPLES = ("transpose", "resize", "bilinear")
 EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
 FEATURES_UP = ("bilinear", "nearest")
+LEVEL_NOISES = ("auto", "input", "inject")
 LEVEL_RESIDUALS = ("free", "band", "none")
 D_INITS = ("dcgan", "he")
 G_PADDINGS = ("zero", "reflect")
@@ -32,7 +33,7 @@ STRUCTURAL = (
     "scheme", "latent_dim", "base_filters", "min_filters", "level_filters",
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
     "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
-    "d_band_channels", "level_residual", "d_recon_weight", "level_features_up",
+    "d_band_channels", "level_residual", "d_recon_weight", "level_features_up", "level_noise",
 )
 
 
@@ -82,6 +83,9 @@ class TrainConfig:
     condition_on: str = "generated"          # mod: finer levels see real or generated coarse images
     level_inputs: str = "image"   # mod: finer level generators see the coarse image, or also its features
     level_features_up: str = "bilinear"  # mod with level_inputs=features: how those features are doubled
+    # pyramids: a finer level's noise is an input plane, or injected after every block with a strength
+    # learned from zero (auto: injected with level_inputs=features, else a plane)
+    level_noise: str = "auto"
     # pyramids: a finer level adds G_k's output (free), only its finest band, or draws tanh(G_k) (none)
     level_residual: str = "free"
     pyramid_mode: str = "binomial"
@@ -137,6 +141,11 @@ class TrainConfig:
             return self.data.resolution
         return self.base_resolution or self.data.resolution // 2 ** (self.num_levels - 1)
 
+    @property
+    def injects_level_noise(self) -> bool:
+        """Finer levels inject per-block noise (``--level_noise``; ``auto``: when they read features)."""
+        return self.level_noise == "inject" or (self.level_noise == "auto" and self.level_inputs == "features")
+
     def band_scale(self, level: int) -> float:
         """``--d_band_scale`` for the discriminator of pyramid level ``level`` (0 = coarsest): 0 at the
         coarsest level with ``--d_band_levels=fine`` (there the band is the lesion's outline, not
@@ -156,6 +165,7 @@ class TrainConfig:
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
             ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
             ("level_features_up", self.level_features_up, FEATURES_UP),
+            ("level_noise", self.level_noise, LEVEL_NOISES),
             ("level_residual", self.level_residual, LEVEL_RESIDUALS),
             ("d_init", self.d_init, D_INITS), ("g_padding", self.g_padding, G_PADDINGS),
             ("d_band_levels", self.d_band_levels, D_BAND_LEVELS),
@@ -209,6 +219,9 @@ class TrainConfig:
         if self.level_features_up != "bilinear" and self.level_inputs != "features":
             raise UserError(f"--level_features_up={self.level_features_up} needs --level_inputs=features (it "
                             "resamples the coarser generator's features a finer level reads)")
+        if self.level_noise == "input" and self.level_inputs == "features":
+            raise UserError("--level_noise=input --level_inputs=features: a level that reads the coarser generator's "
+                            "features injects its noise (use --level_noise=inject or auto)")
         if self.eval_every < 0 or self.eval_samples < 4:
             raise UserError(f"--eval_every={self.eval_every} --eval_samples={self.eval_samples}: need >= 0 and >= 4")
         if self.best_metric not in ("kid", "swd"):
@@ -250,7 +263,7 @@ class TrainConfig:
 
 #: Structural fields that only the pyramid schemes read: DCGAN builds the same networks whatever they hold.
 PYRAMID_ONLY = ("level_filters", "level_blocks", "num_levels", "base_resolution", "pyramid_mode", "level_inputs",
-                "d_band_levels", "level_features_up")
+                "d_band_levels", "level_features_up", "level_noise")
 
 
 def structural_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:

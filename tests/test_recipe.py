@@ -147,9 +147,10 @@ def test_recipe_flags_are_validated():
     for bad in (dict(g_upsample="bicubic"), dict(mbstd_group=-1), dict(r1_every=0),
                 dict(ema_halflife_images=-5), dict(augment_policy="color,zoom"), dict(ema_bn="average"),
                 dict(g_padding="mirror"), dict(g_padding="reflect", g_upsample="transpose"),
-                dict(level_features_up="bicubic"), dict(level_features_up="nearest")):   # the last: no features
+                dict(level_features_up="bicubic"), dict(level_features_up="nearest"),   # no features
+                dict(level_noise="plane"), dict(scheme="mod", level_inputs="features", level_noise="input")):
         with pytest.raises(UserError):
-            cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="dcgan", **bad).validate()
+            cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), **{"scheme": "dcgan", **bad}).validate()
 
 
 def test_band_levels_fine_leaves_the_coarsest_discriminator_plain():
@@ -208,3 +209,25 @@ def test_level_features_up_repeats_or_interpolates_the_coarse_features(mode):
     assert _is_2x2_blocks(u) == (mode == "nearest")
     images = np.asarray(gan.sample(tf.zeros([2, LATENT]), seed=3))
     assert images.shape == (2, RES, RES, 3) and np.isfinite(images).all()
+
+
+def test_lapgan_level_noise_inject_starts_silent_and_is_per_sample():
+    """--level_noise=inject on LAPGAN: no noise plane among the level's conv inputs, one injected map
+    per block with strength 0 at first (two noise draws give the same level output); Denton's input
+    plane stays the default without features; the injected form trains and samples deterministically."""
+    gan, strategy = _build("lapgan", level_noise="inject", level_blocks=2, noise_init=0.0)
+    level = gan.generators[1]
+    assert len([l for l in level.layers if isinstance(l, layers.NoiseInjection)]) == 2
+    assert level.get_layer("conv0").kernel.shape[2] == 3           # the upsampled coarse image only
+    coarse = tf.random.stateless_normal([2, RES, RES, 3], [1, 2])
+    outs = [level([coarse, tf.random.stateless_normal([2, RES, RES, 2], [s, 0])], training=False).numpy()
+            for s in (5, 6)]
+    assert np.abs(outs[0] - outs[1]).max() == 0.0
+    plane, _ = _build("lapgan", level_blocks=2)                     # auto without features: Denton's input plane
+    assert plane.generators[1].get_layer("conv0").kernel.shape[2] == 4
+    assert not any(isinstance(l, layers.NoiseInjection) for l in plane.generators[1].layers)
+    out = _train(gan, strategy, 2)
+    assert np.isfinite(float(out["g_loss"]))
+    z = tf.random.stateless_normal([4, LATENT], [3, 3])
+    a, b = (np.asarray(gan.sample(z, all_levels=True)[1]) for _ in range(2))
+    np.testing.assert_array_equal(a, b)

@@ -103,6 +103,10 @@ def define_train_flags() -> None:
                       "mod with --level_inputs=features: the coarser generator's features are doubled for the "
                       "finer level by bilinear interpolation, or by repeating pixels (nearest, as --g_upsample=resize "
                       "doubles them inside a generator).")
+    flags.DEFINE_enum("level_noise", d.level_noise, list(cfg.LEVEL_NOISES),
+                      "Pyramid schemes: a finer level's noise is one input plane its first conv mixes in (input, "
+                      "Denton et al.), or one map per block injected with a strength learned from zero (inject, "
+                      "StyleGAN); auto: inject with --level_inputs=features, else input.")
     flags.DEFINE_enum("level_residual", d.level_residual, list(cfg.LEVEL_RESIDUALS),
                       "Pyramid schemes: a finer level adds its generator's output to the upsampled coarser image "
                       "(free, the paper's), or only that output's finest Laplacian band h - u(d(h)) (band), so the "
@@ -114,8 +118,9 @@ def define_train_flags() -> None:
                       "is ramped in linearly from 0 (unconditional) to 1 (Shahbazi et al. 2022, against the mode "
                       "collapse conditioning causes with limited data); empty: conditional from the first step.")
     flags.DEFINE_float("noise_init", d.noise_init,
-                       "mod with --level_inputs=features: initial per-channel strength of the noise injected "
-                       "after every level-generator block (StyleGAN's is 0; the strength is learned either way).")
+                       "Pyramid levels that inject noise (--level_noise): initial per-channel strength of the "
+                       "noise injected after every level-generator block (StyleGAN's is 0; the strength is "
+                       "learned either way).")
     flags.DEFINE_enum("pyramid_mode", d.pyramid_mode, list(cfg.PYRAMID_MODES), "Pyramid up/down operators.")
     flags.DEFINE_enum("g_upsample", d.g_upsample, list(cfg.UPSAMPLES),
                       "Generator doubling: 4x4 stride-2 transposed conv (paper), or a nearest (resize) or "

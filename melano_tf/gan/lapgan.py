@@ -33,8 +33,8 @@ class LAPGAN(GAN):
 
     @property
     def noise_channels(self) -> int:
-        """Noise maps per finer level: one input plane, or one per block when features are passed."""
-        return self.config.level_blocks if self.passes_features else 1
+        """Noise maps per finer level: one input plane, or one per block when it is injected."""
+        return self.config.level_blocks if self.config.injects_level_noise else 1
 
     # ----------------------------------------------------------------- networks
     @property
@@ -54,7 +54,8 @@ class LAPGAN(GAN):
             gens.append(networks.lapgan_level_generator(
                 r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.noise_channels,
                 num_classes=self.num_classes, feature_channels=channels, padding=c.g_padding, noise_init=c.noise_init,
-                features_up=c.level_features_up, name=f"generator_level_{k}"))
+                features_up=c.level_features_up, inject_noise=c.injects_level_noise,
+                name=f"generator_level_{k}"))
         return gens
 
     def build_discriminators(self):
@@ -62,7 +63,8 @@ class LAPGAN(GAN):
         res = self.pyramid_resolutions
         discs = [networks.dcgan_discriminator(res[0], c.base_filters, c.min_filters,
                                               num_classes=self.num_classes, mbstd_group=c.mbstd_group,
-                                              init=c.d_init, band_scale=c.band_scale(0), band_channels=c.d_band_channels,
+                                              init=c.d_init, band_scale=c.band_scale(0),
+                                              band_channels=c.d_band_channels,
                                               name="discriminator_level_0")]
         for k, r in enumerate(res[1:], 1):
             discs.append(networks.lapgan_level_discriminator(

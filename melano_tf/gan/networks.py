@@ -160,6 +160,7 @@ def lapgan_level_generator(
     padding: str = "zero",
     noise_init: float = 0.0,
     features_up: str = "bilinear",
+    inject_noise: bool = False,
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level generator (Denton et al. 2015, sec. 3): residual ``h_k`` at ``R`` px.
@@ -180,6 +181,10 @@ def lapgan_level_generator(
     then knows where the coarse lesion's edges and structures are beyond its own receptive field,
     as in StyleGAN2's skip generator and MSG-GAN (Karnewar & Wang 2020), which this reading of
     "one pyramid trained end to end" becomes.
+
+    ``inject_noise`` (``--level_noise=inject``): the noise is injected as with features, also without
+    them (LAPGAN), instead of entering as an input plane that the first conv mixes in at full
+    strength from the first step (Denton et al.'s form).
     """
     _log2_resolution(resolution)
     f = _scaled(filters, width)
@@ -191,10 +196,11 @@ def lapgan_level_generator(
         feats = keras.Input(shape=(resolution // 2, resolution // 2, feature_channels), name="features")
         inputs.append(feats)
         parts.append(keras.layers.UpSampling2D(2, interpolation=features_up, name="features_up")(feats))
-        if noise_channels != num_blocks:
-            raise ValueError(f"feature levels inject one noise map per block: noise_channels={noise_channels}, "
-                             f"num_blocks={num_blocks}")
-    else:
+    inject = inject_noise or feature_channels > 0
+    if inject and noise_channels != num_blocks:
+        raise ValueError(f"levels that inject noise need one map per block: noise_channels={noise_channels}, "
+                         f"num_blocks={num_blocks}")
+    if not inject:
         parts.append(noise)
     inputs.append(noise)
     if num_classes > 0:
@@ -209,7 +215,7 @@ def lapgan_level_generator(
     for i in range(num_blocks):
         h = g_conv(h, f, padding, f"conv{i}", use_bias=False, kernel_initializer=dcgan_init())
         h = bn(f"conv{i}_bn")(h)
-        if feature_channels > 0:
+        if inject:
             h = NoiseInjection(i, noise_init, name=f"conv{i}_noise")([h, noise])
         h = keras.layers.ReLU(name=f"conv{i}_relu")(h)
     residual = g_conv(h, 3, padding, "residual", kernel_initializer=dcgan_init(), dtype="float32")
