@@ -21,6 +21,7 @@ EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
 FEATURES_UP = ("bilinear", "nearest")
 LEVEL_NOISES = ("auto", "input", "inject")
+LEVEL_DS = ("auto", "plain", "conditional")
 LEVEL_RESIDUALS = ("free", "band", "none")
 D_INITS = ("dcgan", "he")
 G_PADDINGS = ("zero", "reflect")
@@ -34,6 +35,7 @@ STRUCTURAL = (
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
     "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
     "d_band_channels", "level_residual", "d_recon_weight", "level_features_up", "level_noise",
+    "level_d",
 )
 
 
@@ -86,6 +88,9 @@ class TrainConfig:
     # pyramids: a finer level's noise is an input plane, or injected after every block with a strength
     # learned from zero (auto: injected with level_inputs=features, else a plane)
     level_noise: str = "auto"
+    # pyramids: a finer level's D judges the image alone (plain, mod's default) or the pair (image,
+    # upsampled coarser image) as LAPGAN's do (conditional); auto: mod plain, LAPGAN conditional
+    level_d: str = "auto"
     # pyramids: a finer level adds G_k's output (free), only its finest band, or draws tanh(G_k) (none)
     level_residual: str = "free"
     pyramid_mode: str = "binomial"
@@ -146,6 +151,11 @@ class TrainConfig:
         """Finer levels inject per-block noise (``--level_noise``; ``auto``: when they read features)."""
         return self.level_noise == "inject" or (self.level_noise == "auto" and self.level_inputs == "features")
 
+    @property
+    def conditional_level_d(self) -> bool:
+        """Finer levels' Ds see (image, upsampled coarser image) (``--level_d``; ``auto``: LAPGAN only)."""
+        return self.level_d == "conditional" or (self.level_d == "auto" and self.scheme == "lapgan")
+
     def band_scale(self, level: int) -> float:
         """``--d_band_scale`` for the discriminator of pyramid level ``level`` (0 = coarsest): 0 at the
         coarsest level with ``--d_band_levels=fine`` (there the band is the lesion's outline, not
@@ -165,7 +175,7 @@ class TrainConfig:
             ("condition_on", self.condition_on, CONDITIONINGS), ("g_upsample", self.g_upsample, UPSAMPLES),
             ("ema_bn", self.ema_bn, EMA_BN), ("level_inputs", self.level_inputs, LEVEL_INPUTS),
             ("level_features_up", self.level_features_up, FEATURES_UP),
-            ("level_noise", self.level_noise, LEVEL_NOISES),
+            ("level_noise", self.level_noise, LEVEL_NOISES), ("level_d", self.level_d, LEVEL_DS),
             ("level_residual", self.level_residual, LEVEL_RESIDUALS),
             ("d_init", self.d_init, D_INITS), ("g_padding", self.g_padding, G_PADDINGS),
             ("d_band_levels", self.d_band_levels, D_BAND_LEVELS),
@@ -222,6 +232,9 @@ class TrainConfig:
         if self.level_noise == "input" and self.level_inputs == "features":
             raise UserError("--level_noise=input --level_inputs=features: a level that reads the coarser generator's "
                             "features injects its noise (use --level_noise=inject or auto)")
+        if self.scheme == "lapgan" and self.level_d == "plain":
+            raise UserError("--level_d=plain --scheme=lapgan: LAPGAN's finer levels are conditional GANs whose "
+                            "D sees the coarse image (use --scheme=mod for plain level discriminators)")
         if self.eval_every < 0 or self.eval_samples < 4:
             raise UserError(f"--eval_every={self.eval_every} --eval_samples={self.eval_samples}: need >= 0 and >= 4")
         if self.best_metric not in ("kid", "swd"):
@@ -263,7 +276,7 @@ class TrainConfig:
 
 #: Structural fields that only the pyramid schemes read: DCGAN builds the same networks whatever they hold.
 PYRAMID_ONLY = ("level_filters", "level_blocks", "num_levels", "base_resolution", "pyramid_mode", "level_inputs",
-                "d_band_levels", "level_features_up", "level_noise")
+                "d_band_levels", "level_features_up", "level_noise", "level_d")
 
 
 def structural_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:

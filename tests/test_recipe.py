@@ -148,7 +148,8 @@ def test_recipe_flags_are_validated():
                 dict(ema_halflife_images=-5), dict(augment_policy="color,zoom"), dict(ema_bn="average"),
                 dict(g_padding="mirror"), dict(g_padding="reflect", g_upsample="transpose"),
                 dict(level_features_up="bicubic"), dict(level_features_up="nearest"),   # no features
-                dict(level_noise="plane"), dict(scheme="mod", level_inputs="features", level_noise="input")):
+                dict(level_noise="plane"), dict(scheme="mod", level_inputs="features", level_noise="input"),
+                dict(level_d="pair"), dict(scheme="lapgan", level_d="plain")):
         with pytest.raises(UserError):
             cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), **{"scheme": "dcgan", **bad}).validate()
 
@@ -231,3 +232,21 @@ def test_lapgan_level_noise_inject_starts_silent_and_is_per_sample():
     z = tf.random.stateless_normal([4, LATENT], [3, 3])
     a, b = (np.asarray(gan.sample(z, all_levels=True)[1]) for _ in range(2))
     np.testing.assert_array_equal(a, b)
+
+
+def test_mod_conditional_level_d_judges_the_detail_against_the_coarse_image():
+    """--level_d=conditional on mod: the finer level's D reads (image, upsampled coarse image), so the
+    same image with another coarse condition gets another logit; the coarsest D stays plain; the
+    end-to-end pyramid trains with it; auto keeps mod's plain Ds."""
+    gan, strategy = _build("mod", level_d="conditional", level_inputs="features", condition_on="generated",
+                           level_blocks=2)
+    d0, d1 = gan.discriminators
+    assert len(d0.inputs) == 1 and len(d1.inputs) == 2
+    image = tf.random.stateless_uniform([2, RES, RES, 3], [1, 1], -1.0, 1.0)
+    coarse = [tf.random.stateless_uniform([2, RES, RES, 3], [s, 2], -1.0, 1.0) for s in (3, 4)]
+    logits = [d1([image, c]).numpy() for c in coarse]
+    assert np.abs(logits[0] - logits[1]).max() > 1e-4
+    out = _train(gan, strategy, 2)
+    assert np.isfinite(float(out["d_loss"])) and np.isfinite(float(out["g_loss"]))
+    plain, _ = _build("mod")
+    assert [len(d.inputs) for d in plain.discriminators] == [1, 1]

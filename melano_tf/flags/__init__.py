@@ -107,6 +107,10 @@ def define_train_flags() -> None:
                       "Pyramid schemes: a finer level's noise is one input plane its first conv mixes in (input, "
                       "Denton et al.), or one map per block injected with a strength learned from zero (inject, "
                       "StyleGAN); auto: inject with --level_inputs=features, else input.")
+    flags.DEFINE_enum("level_d", d.level_d, list(cfg.LEVEL_DS),
+                      "Pyramid schemes: a finer level's discriminator judges the image alone (plain) or the pair "
+                      "(image, upsampled coarser image), so it judges the detail the level adds to its coarse "
+                      "image (conditional, LAPGAN's, Denton et al.); auto: plain for mod, conditional for LAPGAN.")
     flags.DEFINE_enum("level_residual", d.level_residual, list(cfg.LEVEL_RESIDUALS),
                       "Pyramid schemes: a finer level adds its generator's output to the upsampled coarser image "
                       "(free, the paper's), or only that output's finest Laplacian band h - u(d(h)) (band), so the "

@@ -11,6 +11,9 @@ so the gradient of the fine levels' losses flows into every coarser generator.
 its noise with a strength learned from zero, I_k = u(I_{k-1}) + G_k(u(I_{k-1}), u(F_{k-1}), noise_k),
 which makes the pyramid StyleGAN2's "skip" generator judged at every scale as in MSG-GAN
 (Karnewar & Wang 2020).
+``--level_d=conditional``: D_k (k > 0) judges the pair (I_k, u(C_{k-1})) against the real pair
+(g_k, u(g_{k-1})), LAPGAN's conditional level discriminator: it judges the detail a level adds
+to its coarse image, not the coarse image again (which D_{k-1} already judges).
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ import tensorflow as tf
 from melano_tf.gan import networks
 from melano_tf.gan.lapgan import LAPGAN
 from melano_tf.gan.registry import register
+from melano_tf.ops import pyramid
 
 
 @register("mod")
 class ModifiedLAPGAN(LAPGAN):
     def build_discriminators(self):
         c = self.config
+        if c.conditional_level_d:
+            return super().build_discriminators()   # LAPGAN's: plain at the coarsest level, pairs above
         return [networks.dcgan_discriminator(r, c.base_filters, c.min_filters, num_classes=self.num_classes,
                                              mbstd_group=c.mbstd_group, init=c.d_init, band_scale=c.band_scale(k),
                                              band_channels=c.d_band_channels,
@@ -39,12 +45,16 @@ class ModifiedLAPGAN(LAPGAN):
         real_pyr = self.real_pyramid(real)
         on_real = self.config.condition_on == "real"
         weights = self.config.resolved_level_weights
+        paired = self.config.conditional_level_d
+        mode = self.config.pyramid_mode
+        real_conds = [None] + [pyramid.upsample(g, mode) if paired else None for g in real_pyr[:-1]]
 
         def d_loss():
             z = self.normal(batch, [self.latent_dim], salt=1)
-            fakes, _ = self.chain(self.generators, z, labels, training=True,
-                                  real_coarse=real_pyr if on_real else None)
-            terms = [self.d_terms(k, real_pyr[k], tf.stop_gradient(fakes[k]), None, None, labels,
+            fakes, conds = self.chain(self.generators, z, labels, training=True,
+                                      real_coarse=real_pyr if on_real else None)
+            terms = [self.d_terms(k, real_pyr[k], tf.stop_gradient(fakes[k]), real_conds[k],
+                                  tf.stop_gradient(conds[k]) if paired and k else None, labels,
                                   salt=10 + 10 * k) for k in range(len(fakes))]
             return self.sum_levels(terms)
 
@@ -52,9 +62,9 @@ class ModifiedLAPGAN(LAPGAN):
             z = self.normal(batch, [self.latent_dim], salt=2)
             g_labels = labels if on_real else self.random_labels(batch, salt=3)
             # level noise salts of its own (300 + k; D pass 100 + k), as z: independent of the D pass's fakes
-            fakes, _ = self.chain(self.generators, z, g_labels, training=True,
-                                  real_coarse=real_pyr if on_real else None, salt=300)
-            terms = [(self.g_terms(k, fakes[k], None, g_labels, salt=200 + 10 * k), {})
+            fakes, conds = self.chain(self.generators, z, g_labels, training=True,
+                                      real_coarse=real_pyr if on_real else None, salt=300)
+            terms = [(self.g_terms(k, fakes[k], conds[k] if paired else None, g_labels, salt=200 + 10 * k), {})
                      for k in range(len(fakes))]
             return self.sum_levels(terms, weights=weights, prefix="g")
 
