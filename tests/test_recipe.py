@@ -212,7 +212,7 @@ def test_level_features_up_repeats_or_interpolates_the_coarse_features(mode):
     assert images.shape == (2, RES, RES, 3) and np.isfinite(images).all()
 
 
-def test_lapgan_level_noise_inject_starts_silent_and_is_per_sample():
+def test_lapgan_level_noise_inject_starts_silent_and_trains():
     """--level_noise=inject on LAPGAN: no noise plane among the level's conv inputs, one injected map
     per block with strength 0 at first (two noise draws give the same level output); Denton's input
     plane stays the default without features; the injected form trains and samples deterministically."""
