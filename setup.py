@@ -39,7 +39,7 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "dev": ["pytest>=8", "hypothesis>=6"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6"],   # -n 2: the suite on two workers
         "dicom": ["pydicom>=2.4"],   # DICOM images (ISIC 2020's train/*.dcm); optional
     },
     entry_points={"console_scripts": [f"{name}={target}" for name, target in BINARIES.items()]},
