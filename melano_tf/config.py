@@ -20,7 +20,7 @@ UPSAMPLES = ("transpose", "resize", "bilinear")
 EMA_BN = ("track", "copy")
 LEVEL_INPUTS = ("image", "features")
 FEATURES_UP = ("bilinear", "nearest")
-LEVEL_NOISES = ("auto", "input", "inject")
+LEVEL_NOISES = ("auto", "input", "inject", "none")
 LEVEL_DS = ("auto", "plain", "conditional")
 LEVEL_RESIDUALS = ("free", "band", "none")
 D_INITS = ("dcgan", "he")
@@ -149,7 +149,13 @@ class TrainConfig:
     @property
     def injects_level_noise(self) -> bool:
         """Finer levels inject per-block noise (``--level_noise``; ``auto``: when they read features)."""
-        return self.level_noise == "inject" or (self.level_noise == "auto" and self.level_inputs == "features")
+        return self.level_noise in ("inject", "none") or (self.level_noise == "auto" and self.level_inputs == "features")
+
+    @property
+    def level_noise_off(self) -> bool:
+        """``--level_noise=none``: the injection layers are kept (same inputs and checkpoint layout) with
+        their strength fixed at 0, so a finer level draws no stochastic detail."""
+        return self.level_noise == "none"
 
     @property
     def conditional_level_d(self) -> bool:
@@ -219,6 +225,8 @@ class TrainConfig:
                 raise UserError("--cond_transition ramps the class conditioning in: it needs --conditional")
         if not 0.0 <= self.noise_init <= 1.0:
             raise UserError(f"--noise_init={self.noise_init}: must be in [0, 1] (a strength per feature channel)")
+        if self.level_noise == "none" and self.noise_init:
+            raise UserError(f"--level_noise=none --noise_init={self.noise_init}: the strength is fixed at 0; drop one")
         if self.g_padding == "reflect" and self.g_upsample == "transpose":
             raise UserError("--g_padding=reflect needs --g_upsample=resize or bilinear (a transposed conv has "
                             "no input border to mirror)")

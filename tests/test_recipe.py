@@ -234,6 +234,35 @@ def test_lapgan_level_noise_inject_starts_silent_and_trains():
     np.testing.assert_array_equal(a, b)
 
 
+def test_mod_level_noise_none_keeps_the_strength_at_zero_while_the_inject_form_learns_it():
+    """--level_noise=none on mod: the injection layers stay (same inputs, same checkpoint layout) but
+    their strength is not a G variable, stays 0 through training (live and EMA generator), and two
+    noise draws give the same sample; with inject the strength is trained and moves off 0; none and
+    a non-zero --noise_init together are refused."""
+    kw = dict(level_inputs="features", condition_on="generated", level_blocks=2, g_learning_rate=5e-2)
+    off, strategy = _build("mod", level_noise="none", **kw)
+    on, strategy_on = _build("mod", level_noise="inject", **kw)
+    for gan in (off, on):
+        assert len([l for l in gan.generators[1].layers if isinstance(l, layers.NoiseInjection)]) == 2
+    strengths = lambda g: [l.strength for l in g.generators[1].layers if isinstance(l, layers.NoiseInjection)]
+    assert not any(v is w for v in strengths(off) for w in off.g_variables)
+    assert all(any(v is w for w in on.g_variables) for v in strengths(on))
+    _train(off, strategy, 3)
+    _train(on, strategy_on, 3)
+    assert all(float(np.abs(v.numpy()).max()) == 0.0 for v in strengths(off))
+    assert any(float(np.abs(v.numpy()).max()) > 0.0 for v in strengths(on))
+    ema_strengths = [w for w in off.ema_generators[1].weights if "strength" in w.path]
+    assert len(ema_strengths) == 2 and all(float(np.abs(w.numpy()).max()) == 0.0 for w in ema_strengths)
+    coarse = tf.random.stateless_normal([2, RES, RES, 3], [1, 2])
+    feats = tf.random.stateless_normal([2] + list(off.generators[1].inputs[1].shape[1:]), [3, 4])
+    outs = [off.generators[1]([coarse, feats, tf.random.stateless_normal([2, RES, RES, 2], [s, 0])],
+                              training=False)[0].numpy() for s in (5, 6)]
+    assert np.abs(outs[0] - outs[1]).max() == 0.0
+    with pytest.raises(UserError):
+        cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), scheme="mod", level_noise="none",
+                        noise_init=0.1).validate()
+
+
 def test_mod_conditional_level_d_judges_the_detail_against_the_coarse_image():
     """--level_d=conditional on mod: the finer level's D reads (image, upsampled coarse image), so the
     same image with another coarse condition gets another logit; the coarsest D stays plain; the

@@ -106,7 +106,8 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("level_noise", d.level_noise, list(cfg.LEVEL_NOISES),
                       "Pyramid schemes: a finer level's noise is one input plane its first conv mixes in (input, "
                       "Denton et al.), or one map per block injected with a strength learned from zero (inject, "
-                      "StyleGAN); auto: inject with --level_inputs=features, else input.")
+                      "StyleGAN); none: injected with the strength fixed at 0 (a level without stochastic detail); "
+                      "auto: inject with --level_inputs=features, else input.")
     flags.DEFINE_enum("level_d", d.level_d, list(cfg.LEVEL_DS),
                       "Pyramid schemes: a finer level's discriminator judges the image alone (plain) or the pair "
                       "(image, upsampled coarser image), so it judges the detail the level adds to its coarse "

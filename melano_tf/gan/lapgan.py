@@ -55,6 +55,7 @@ class LAPGAN(GAN):
                 r, filters=c.level_filters, num_blocks=c.level_blocks, noise_channels=self.noise_channels,
                 num_classes=self.num_classes, feature_channels=channels, padding=c.g_padding, noise_init=c.noise_init,
                 features_up=c.level_features_up, inject_noise=c.injects_level_noise,
+                noise_off=c.level_noise_off,
                 name=f"generator_level_{k}"))
         return gens
 

@@ -161,6 +161,7 @@ def lapgan_level_generator(
     noise_init: float = 0.0,
     features_up: str = "bilinear",
     inject_noise: bool = False,
+    noise_off: bool = False,
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level generator (Denton et al. 2015, sec. 3): residual ``h_k`` at ``R`` px.
@@ -185,6 +186,10 @@ def lapgan_level_generator(
     ``inject_noise`` (``--level_noise=inject``): the noise is injected as with features, also without
     them (LAPGAN), instead of entering as an input plane that the first conv mixes in at full
     strength from the first step (Denton et al.'s form).
+
+    ``noise_off`` (``--level_noise=none``): the injection layers stay, with their strength fixed at
+    zero (not trained), so the level is a deterministic function of its inputs (StyleGAN3 drops the
+    per-pixel noise altogether).
     """
     _log2_resolution(resolution)
     f = _scaled(filters, width)
@@ -216,7 +221,8 @@ def lapgan_level_generator(
         h = g_conv(h, f, padding, f"conv{i}", use_bias=False, kernel_initializer=dcgan_init())
         h = bn(f"conv{i}_bn")(h)
         if inject:
-            h = NoiseInjection(i, noise_init, name=f"conv{i}_noise")([h, noise])
+            h = NoiseInjection(i, 0.0 if noise_off else noise_init, trainable=not noise_off,
+                               name=f"conv{i}_noise")([h, noise])
         h = keras.layers.ReLU(name=f"conv{i}_relu")(h)
     residual = g_conv(h, 3, padding, "residual", kernel_initializer=dcgan_init(), dtype="float32")
     return keras.Model(inputs, [residual, h] if feature_channels > 0 else residual, name=name)
