@@ -149,7 +149,8 @@ class TrainConfig:
     @property
     def injects_level_noise(self) -> bool:
         """Finer levels inject per-block noise (``--level_noise``; ``auto``: when they read features)."""
-        return self.level_noise in ("inject", "none") or (self.level_noise == "auto" and self.level_inputs == "features")
+        return (self.level_noise in ("inject", "none")
+                or (self.level_noise == "auto" and self.level_inputs == "features"))
 
     @property
     def level_noise_off(self) -> bool:
