@@ -148,7 +148,8 @@ class TrainConfig:
 
     @property
     def injects_level_noise(self) -> bool:
-        """Finer levels inject per-block noise (``--level_noise``; ``auto``: when they read features)."""
+        """Finer levels carry per-block noise-injection layers (``--level_noise`` inject, or none with the
+        strength fixed at 0 (:attr:`level_noise_off`); ``auto``: when they read features)."""
         return (self.level_noise in ("inject", "none")
                 or (self.level_noise == "auto" and self.level_inputs == "features"))
 
