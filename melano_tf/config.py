@@ -35,7 +35,7 @@ STRUCTURAL = (
     "level_blocks", "num_levels", "base_resolution", "conditional", "num_classes", "pyramid_mode",
     "loss", "g_upsample", "g_padding", "mbstd_group", "level_inputs", "d_band_scale", "d_band_levels",
     "d_band_channels", "level_residual", "d_recon_weight", "level_features_up", "level_noise",
-    "level_d",
+    "level_d", "d_stem_filters",
 )
 
 
@@ -100,6 +100,7 @@ class TrainConfig:
     d_band_scale: float = 0.0     # every D also sees the image's finest Laplacian band times this (0: off)
     d_band_levels: str = "all"    # which Ds read the band: all, or fine (not a pyramid's coarsest level's)
     d_band_channels: str = "rgb"  # the band D reads: per colour channel, or its luma only
+    d_stem_filters: int = 0       # > 0: every D first applies a stride-1 3x3 conv of this width (0: DCGAN's)
     d_recon_weight: float = 0.0   # > 0: every D also decodes its 8x8 features to the real image (FastGAN)
     g_padding: str = "zero"       # G's 3x3 convs pad with zeros (Keras 'same') or mirrored pixels
     noise_init: float = 0.0       # mod with level_inputs=features: initial strength of the injected noise
@@ -251,6 +252,8 @@ class TrainConfig:
             raise UserError(f"--best_metric={self.best_metric}: choose one of kid, swd")
         if not self.d_band_scale >= 0:
             raise UserError(f"--d_band_scale={self.d_band_scale}: must be >= 0 (0: off)")
+        if self.d_stem_filters < 0:
+            raise UserError(f"--d_stem_filters={self.d_stem_filters}: must be >= 0 (0: off)")
         if not self.d_recon_weight >= 0:
             raise UserError(f"--d_recon_weight={self.d_recon_weight}: must be >= 0 (0: off)")
         if self.mbstd_group < 0 or self.mbstd_group > self.batch_size:

@@ -248,6 +248,29 @@ def test_band_input_makes_the_discriminator_weigh_fine_detail(build):
     assert np.mean(ratios[8.0]) > 2.0 * np.mean(ratios[0.0])
 
 
+@pytest.mark.parametrize("build", [
+    lambda n: networks.dcgan_discriminator(32, 64, 16, init="he", stem_filters=n),
+    lambda n: networks.lapgan_level_discriminator(32, filters=16, init="he", band_scale=4.0, stem_filters=n),
+])
+def test_stem_judges_the_full_resolution_before_the_first_halving(build):
+    """--d_stem_filters=N: a stride-1 3x3 conv + leaky ReLU at the input resolution feeds the first
+    stride-2 conv N channels; 0 builds the paper's D, whose first conv subsamples the pixels."""
+    from melano_tf import config as cfg
+    plain, stem = build(0), build(8)
+    assert "stem" not in [layer.name for layer in plain.layers]
+    first = lambda d: next(l for l in d.layers if isinstance(l, keras.layers.Conv2D))   # noqa: E731
+    assert first(plain).strides == (2, 2)
+    assert first(stem).name == "stem" and first(stem).strides == (1, 1) and first(stem).filters == 8
+    assert first(stem).output.shape[1:3] == (32, 32)
+    assert first(stem).kernel.shape[2] == first(plain).kernel.shape[2]      # reads what the paper's D read
+    halving = [l for l in stem.layers if isinstance(l, keras.layers.Conv2D) and l.strides == (2, 2)][0]
+    assert halving.kernel.shape[2] == 8
+    assert stem(tf.zeros([2, 32, 32, 3]) if len(stem.inputs) == 1 else [tf.zeros([2, 32, 32, 3])] * 2).shape == (2, 1)
+    assert cfg.structural_differences(cfg.TrainConfig(), cfg.TrainConfig(d_stem_filters=32))
+    with pytest.raises(UserError, match="--d_stem_filters=-2"):
+        cfg.TrainConfig(d_stem_filters=-2).validate()
+
+
 def test_band_scale_is_validated_and_structural():
     from melano_tf import config as cfg
     with pytest.raises(UserError, match="--d_band_scale=-1"):

@@ -127,7 +127,7 @@ def test_minibatch_stddev_feature():
 def test_recipe_options_build_and_train_every_scheme():
     for scheme in ("dcgan", "lapgan", "mod"):
         gan, strategy = _build(scheme, g_upsample="resize", g_padding="reflect", mbstd_group=4, r1_gamma=0.1,
-                               r1_every=2, d_band_scale=4.0)
+                               r1_every=2, d_band_scale=4.0, d_stem_filters=4)
         names = [layer.name for layer in gan.generators[0].layers]
         for g in gan.generators:    # every 3x3 conv of every level reads mirrored borders
             pads = {layer.name[:-len("_pad")] for layer in g.layers if isinstance(layer, layers.ReflectPad)}
@@ -139,6 +139,9 @@ def test_recipe_options_build_and_train_every_scheme():
                    for d in gan.discriminators)
         assert all(any(isinstance(layer, layers.LaplacianBand) for layer in d.layers)   # R1 runs through it
                    for d in gan.discriminators)
+        for d in gan.discriminators:    # the stem sits between the band and the first halving
+            stem = d.get_layer("stem")
+            assert stem.strides == (1, 1) and stem.output.shape[1] == d.inputs[0].shape[1]
         out = _train(gan, strategy, 2)
         assert np.isfinite(float(out["d_loss"])) and int(gan.skipped_steps.numpy()) == 0
 
@@ -149,7 +152,7 @@ def test_recipe_flags_are_validated():
                 dict(g_padding="mirror"), dict(g_padding="reflect", g_upsample="transpose"),
                 dict(level_features_up="bicubic"), dict(level_features_up="nearest"),   # no features
                 dict(level_noise="plane"), dict(scheme="mod", level_inputs="features", level_noise="input"),
-                dict(level_d="pair"), dict(scheme="lapgan", level_d="plain")):
+                dict(level_d="pair"), dict(scheme="lapgan", level_d="plain"), dict(d_stem_filters=-1)):
         with pytest.raises(UserError):
             cfg.TrainConfig(data=cfg.DataConfig(resolution=RES), **{"scheme": "dcgan", **bad}).validate()
 

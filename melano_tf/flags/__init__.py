@@ -146,6 +146,11 @@ def define_train_flags() -> None:
                       "The band the discriminators read (--d_band_scale): per colour channel (rgb), or its "
                       "luma only (one channel; a photograph's fine detail is mostly luma, and an amplified "
                       "colour band lets D weigh chroma speckle G should not draw).")
+    flags.DEFINE_integer("d_stem_filters", d.d_stem_filters,
+                         "Every discriminator first applies a stride-1 3x3 conv with this many filters and a "
+                         "leaky ReLU at the image's resolution (ProGAN/StyleGAN's full-resolution D block), so "
+                         "fine lines and texture are judged before the first stride-2 conv subsamples them "
+                         "(0: off, the paper's DCGAN discriminator).")
     flags.DEFINE_float("d_recon_weight", d.d_recon_weight,
                        "Self-supervised discriminators (FastGAN, Liu et al. 2021): every D with an 8x8 feature "
                        "map also decodes it back to the real image it judged (at up to 32 px) and adds this "

@@ -26,6 +26,7 @@ class DCGAN(GAN):
         return [networks.dcgan_discriminator(self.resolution, c.base_filters, c.min_filters,
                                              num_classes=self.num_classes, mbstd_group=c.mbstd_group,
                                              init=c.d_init, band_scale=c.d_band_scale, band_channels=c.d_band_channels,
+                                             stem_filters=c.d_stem_filters,
                                              name="discriminator")]
 
     def generate(self, generators, z, labels=None, training=False, seed=None):

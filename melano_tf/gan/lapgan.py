@@ -65,12 +65,13 @@ class LAPGAN(GAN):
         discs = [networks.dcgan_discriminator(res[0], c.base_filters, c.min_filters,
                                               num_classes=self.num_classes, mbstd_group=c.mbstd_group,
                                               init=c.d_init, band_scale=c.band_scale(0),
-                                              band_channels=c.d_band_channels,
+                                              band_channels=c.d_band_channels, stem_filters=c.d_stem_filters,
                                               name="discriminator_level_0")]
         for k, r in enumerate(res[1:], 1):
             discs.append(networks.lapgan_level_discriminator(
                 r, filters=c.level_filters, num_classes=self.num_classes, mbstd_group=c.mbstd_group, init=c.d_init,
-                band_scale=c.band_scale(k), band_channels=c.d_band_channels, name=f"discriminator_level_{k}"))
+                band_scale=c.band_scale(k), band_channels=c.d_band_channels, stem_filters=c.d_stem_filters,
+                name=f"discriminator_level_{k}"))
         return discs
 
     # ----------------------------------------------------------------- pyramid

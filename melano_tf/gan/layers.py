@@ -191,6 +191,18 @@ def d_input(image, band_scale: float, channels: str = "rgb"):
     return LaplacianBand(band_scale, channels=channels, name="laplacian_band")(image) if band_scale > 0 else image
 
 
+def d_stem(h, filters: int, init: str):
+    """``filters > 0`` (``--d_stem_filters``): ``Conv2D(filters, 3) -> LeakyReLU(0.2)`` at the input's
+    resolution, before a discriminator's first halving (ProGAN/StyleGAN's D, Karras et al. 2018,
+    2020, process every resolution with a stride-1 conv first). DCGAN's D subsamples the raw pixels
+    in its first 4x4 stride-2 conv, so a one-pixel line or a 2-4 px texture is seen only through
+    one linear filter bank; the stem gives it non-linear features at full resolution. 0: ``h``."""
+    if filters <= 0:
+        return h
+    h = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=d_init(init), name="stem")(h)
+    return keras.layers.LeakyReLU(negative_slope=LEAK, name="stem_lrelu")(h)
+
+
 def g_conv(h, filters: int, padding: str, name: str, **kwargs):
     """A generator's 3x3 'same'-size conv: Keras zero padding, or ``padding="reflect"``:
     :class:`ReflectPad` then a 'valid' conv (pix2pix/CycleGAN's choice). Zeros at the border are a

@@ -34,7 +34,7 @@ class ModifiedLAPGAN(LAPGAN):
             return super().build_discriminators()   # LAPGAN's: plain at the coarsest level, pairs above
         return [networks.dcgan_discriminator(r, c.base_filters, c.min_filters, num_classes=self.num_classes,
                                              mbstd_group=c.mbstd_group, init=c.d_init, band_scale=c.band_scale(k),
-                                             band_channels=c.d_band_channels,
+                                             band_channels=c.d_band_channels, stem_filters=c.d_stem_filters,
                                              name=f"discriminator_level_{k}")
                 for k, r in enumerate(self.pyramid_resolutions)]
 

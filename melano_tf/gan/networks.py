@@ -31,7 +31,7 @@ import keras
 
 from melano_tf.errors import UserError
 from melano_tf.gan.layers import (
-    LEAK, ConditionStrength, NoiseInjection, bn, d_init, d_input, dcgan_init, g_conv, label_input, mbstd,
+    LEAK, ConditionStrength, NoiseInjection, bn, d_init, d_input, d_stem, dcgan_init, g_conv, label_input, mbstd,
     projection_logits, upsample_block)
 
 
@@ -116,6 +116,7 @@ def dcgan_discriminator(
     init: str = "dcgan",
     band_scale: float = 0.0,
     band_channels: str = "rgb",
+    stem_filters: int = 0,
     name: str = "dcgan_discriminator",
 ) -> keras.Model:
     """DCGAN discriminator ``image (B, R, R, 3) [, label (B,)] -> logits (B, 1)`` float32.
@@ -126,12 +127,12 @@ def dcgan_discriminator(
     ``mbstd_group > 0``: :class:`MinibatchStddev` on the 4x4 features before flatten.
     ``band_scale > 0``: the first conv sees the image and its finest Laplacian band times
     ``band_scale`` (:class:`~melano_tf.gan.layers.LaplacianBand`, 6 channels; 4 with
-    ``band_channels="luma"``).
+    ``band_channels="luma"``). ``stem_filters > 0``: a stride-1 3x3 conv first (:func:`d_stem`).
     """
     filters = dcgan_filters(resolution, base_filters, min_filters, width)
     image = keras.Input(shape=(resolution, resolution, 3), name="image")
     inputs = [image]
-    h = d_input(image, band_scale, band_channels)
+    h = d_stem(d_input(image, band_scale, band_channels), _scaled(stem_filters, width) if stem_filters else 0, init)
     r = resolution
     for f in reversed(filters[:-1]):
         r //= 2
@@ -238,6 +239,7 @@ def lapgan_level_discriminator(
     init: str = "dcgan",
     band_scale: float = 0.0,
     band_channels: str = "rgb",
+    stem_filters: int = 0,
     name: Optional[str] = None,
 ) -> keras.Model:
     """LAPGAN level discriminator ``[image, condition] (+ label) -> logits (B, 1)`` float32.
@@ -248,6 +250,7 @@ def lapgan_level_discriminator(
     conditional). ``mbstd_group > 0``: :class:`MinibatchStddev` on the 4x4 features.
     ``band_scale > 0``: the image's finest Laplacian band times ``band_scale`` is concatenated too
     (:class:`~melano_tf.gan.layers.LaplacianBand`; the condition's is ~0 and left out).
+    ``stem_filters > 0``: a stride-1 3x3 conv over the 6 (or 9) channels first (:func:`d_stem`).
     """
     n = _log2_resolution(resolution) - 2
     name = name or f"lapgan_discriminator_{resolution}"
@@ -255,6 +258,7 @@ def lapgan_level_discriminator(
     condition = keras.Input(shape=(resolution, resolution, 3), name="condition")
     inputs = [image, condition]
     h = keras.layers.Concatenate(name="image_and_condition")([d_input(image, band_scale, band_channels), condition])
+    h = d_stem(h, _scaled(stem_filters, width) if stem_filters else 0, init)
     r = resolution
     for i in range(n):
         r //= 2
