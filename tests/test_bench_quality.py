@@ -42,3 +42,49 @@ def test_phantom_classifier_bn_statistics_are_the_final_weights(fresh_python):
     # Keras' momentum 0.99 after 4 steps: ~4% of the data mean, variance still ~1
     assert np.abs(np.array(keras_ema["moving"]) - np.array(keras_ema["data"])).max() > 0.5 * np.abs(
         keras_ema["data"]).max()
+
+
+COVERAGE = """
+import json, sys
+import numpy as np
+sys.path.insert(0, "bench")
+import quality
+from melano_tf.serving import generator as sampling
+quality.FLAGS(["quality", "--class_samples=3000"])
+calls = []
+
+class Gen:
+    conditional, run_dir, class_names = False, None, ()
+
+def sample_all(gen, n, seed=0, batch_size=32, labels=None, progress=True):
+    calls.append((n, seed))
+    rng = np.random.default_rng(seed)
+    cls = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])          # the generator's class mix
+    return np.broadcast_to(cls[:, None, None, None], (n, 4, 4, 3)).astype(np.uint8), None
+
+class Classifier:                                           # reads the class off the pixels
+    num_classes = 3
+    def predict(self, x):
+        return np.eye(3)[x[:, 0, 0, 0].astype(int)]
+
+sampling.load_generator = lambda model_dir: Gen()
+sampling.sample_all = sample_all
+real_y = np.array([0] * 70 + [1] * 20 + [2] * 10)
+out = quality.class_coverage("run", 5, Classifier(), real_y)
+print(json.dumps({**out, "calls": calls}))
+"""
+
+
+def test_class_coverage_counts_its_own_larger_draw(fresh_python):
+    """The class column draws --class_samples samples of its own (seed 2000 + S), classifies each
+    and reports the shares against the real label frequencies and the largest gap in points: a
+    generator drawing 50/30/20% against real 70/20/10% is ~20 points off, within its binomial error."""
+    import numpy as np
+    proc = fresh_python(COVERAGE, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["calls"] == [[3000, 2005]] and out["class_samples"] == 3000
+    assert out["class_share_real"] == [0.7, 0.2, 0.1]
+    np.testing.assert_allclose(out["class_share"], [0.5, 0.3, 0.2], atol=0.03)
+    assert abs(out["class_gap_pts"] - 100 * abs(out["class_share"][0] - 0.7)) < 0.06   # shares: 3 decimals
+    assert 17 < out["class_gap_pts"] < 23
